@@ -1,0 +1,202 @@
+//! Human output of `dog`: tables, key-value details and dates.
+
+use sheep_admin::{format_size, ClusterInfo, NodeInfo, VdiInfo};
+use std::fmt::Write;
+
+/// How a column is aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns of `dog vdi list`, as in Sheepdog.
+const VDI_COLUMNS: [(&str, Align); 8] = [
+    ("Name", Align::Left),
+    ("Tag", Align::Left),
+    ("Vid", Align::Right),
+    ("Size", Align::Right),
+    ("Used", Align::Right),
+    ("Shared", Align::Right),
+    ("Copies", Align::Right),
+    ("Created", Align::Left),
+];
+
+/// The `dog vdi list` table, by name, each VDI's snapshots (oldest first) before it.
+pub fn vdi_table(vdis: &[VdiInfo]) -> String {
+    let mut sorted: Vec<&VdiInfo> = vdis.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.name, !a.snapshot, a.created, a.vid).cmp(&(&b.name, !b.snapshot, b.created, b.vid))
+    });
+    let rows: Vec<Vec<String>> = sorted.iter().map(|v| vdi_row(v)).collect();
+    table(&VDI_COLUMNS, &rows)
+}
+
+fn vdi_row(v: &VdiInfo) -> Vec<String> {
+    vec![
+        v.name.clone(),
+        v.tag.clone().unwrap_or_default(),
+        format!("{:06x}", v.vid),
+        format_size(v.size),
+        format_size(v.used),
+        format_size(v.shared),
+        v.copies.to_string(),
+        format_time(v.created),
+    ]
+}
+
+/// Lays `rows` out under `columns`, two spaces apart.
+fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells = row.iter().zip(columns).zip(&widths);
+        let line: Vec<String> = cells
+            .map(|((cell, (_, align)), &w)| match align {
+                Align::Left => format!("{cell:<w$}"),
+                Align::Right => format!("{cell:>w$}"),
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `dog node info` as aligned key-value lines.
+pub fn node_info(n: &NodeInfo) -> String {
+    let percent = |part: u64| match n.capacity {
+        0 => String::new(),
+        cap => format!(" ({}%)", u128::from(part) * 100 / u128::from(cap)),
+    };
+    let mut out = String::new();
+    field(&mut out, "Node id", &n.node_id);
+    field(&mut out, "Store", &n.store);
+    field(&mut out, "Mount", &n.mount);
+    field(&mut out, "Capacity", &format_size(n.capacity));
+    field(&mut out, "Used", &format!("{}{}", format_size(n.used), percent(n.used)));
+    field(&mut out, "Free", &format!("{}{}", format_size(n.free), percent(n.free)));
+    field(&mut out, "VDIs", &n.vdis.to_string());
+    out
+}
+
+/// `dog cluster info` as aligned key-value lines, then the member nodes.
+pub fn cluster_info(c: &ClusterInfo) -> String {
+    let mut out = String::new();
+    field(&mut out, "Cluster", &c.name);
+    field(&mut out, "Status", &c.status);
+    field(&mut out, "Epoch", &c.epoch.to_string());
+    field(&mut out, "Default copies", &c.default_copies.to_string());
+    field(&mut out, "Redundancy", &c.redundancy);
+    field(&mut out, "Nodes", &c.nodes.len().to_string());
+    for node in &c.nodes {
+        let _ = writeln!(out, "  {node}");
+    }
+    out
+}
+
+fn field(out: &mut String, key: &str, value: &str) {
+    let _ = writeln!(out, "{:<16}{value}", format!("{key}:"));
+}
+
+/// Formats Unix seconds as `YYYY-MM-DD HH:MM` in UTC.
+pub fn format_time(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+/// Converts days since 1970-01-01 to a (year, month, day) date of the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn vdi(name: &str, tag: Option<&str>, vid: u32, created: u64) -> VdiInfo {
+        VdiInfo {
+            name: name.into(),
+            tag: tag.map(Into::into),
+            vid,
+            size: 10 << 30,
+            used: 3 << 19,
+            shared: 0,
+            copies: 3,
+            created,
+            parent: None,
+            snapshot: tag.is_some(),
+        }
+    }
+
+    #[test]
+    fn dates_are_formatted_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13");
+    }
+
+    #[test]
+    fn the_vdi_table_has_sheepdog_columns_and_snapshots_first() {
+        let vdis = [vdi("vm0", None, 2, 20), vdi("vm0", Some("base"), 1, 10)];
+        let out = vdi_table(&vdis);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("Name  Tag   "));
+        assert!(lines[0].ends_with("Copies  Created"));
+        assert!(lines[1].starts_with("vm0   base  000001     10 GiB  1.5 MiB"));
+        assert!(lines[2].starts_with("vm0         000002"));
+    }
+
+    #[test]
+    fn node_info_shows_usage_in_percent() {
+        let n = NodeInfo {
+            node_id: "n1".into(),
+            store: "/var/lib/sheepfs".into(),
+            mount: "/mnt".into(),
+            capacity: 100 << 30,
+            used: 25 << 30,
+            free: 75 << 30,
+            vdis: 2,
+        };
+        let out = node_info(&n);
+        assert!(out.contains("Used:           25 GiB (25%)"));
+        assert!(out.contains("VDIs:           2"));
+    }
+
+    #[test]
+    fn cluster_info_lists_the_nodes() {
+        let c = ClusterInfo {
+            name: "pool".into(),
+            status: "running, single host".into(),
+            epoch: 1,
+            nodes: vec!["n1".into()],
+            default_copies: 1,
+            redundancy: "1 copy".into(),
+        };
+        let out = cluster_info(&c);
+        assert!(out.contains("Status:         running, single host"));
+        assert!(out.ends_with("Nodes:          1\n  n1\n"));
+    }
+}

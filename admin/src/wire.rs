@@ -1,0 +1,255 @@
+//! Messages of the admin protocol.
+//!
+//! One request per frame on a Unix stream socket. Both directions use the
+//! [`sheep_p2p::codec`] envelope of kind [`ADMIN_KIND`]:
+//!
+//! ```text
+//! client                                   daemon
+//!   | -- envelope(Request) ----------------> |
+//!   | <------- envelope(Result<Reply, WireError>) |
+//! ```
+//!
+//! bincode encodes enum variants by index: every enum here is append-only, and fields are never
+//! reordered or removed. A changed layout becomes a new variant.
+
+use serde::{Deserialize, Serialize};
+use sheep_p2p::codec::Kind;
+
+/// Magic number of admin frames ("SDAD").
+pub const ADMIN_MAGIC: u32 = 0x5344_4144;
+
+/// Envelope kind of admin frames, in both directions.
+pub const ADMIN_KIND: Kind = Kind {
+    magic: ADMIN_MAGIC,
+    major: 1,
+    minor: 0,
+};
+
+/// Largest payload an admin frame may carry, in bytes.
+pub const MAX_FRAME: u64 = 16 << 20;
+
+/// A request from `dog` (or any client) to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Lists every VDI and snapshot.
+    VdiList,
+    /// Creates a VDI of `size` bytes with `copies` replicas (cluster default when `None`).
+    VdiCreate {
+        /// Name of the new VDI.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Number of replicas; `None` for the cluster default.
+        copies: Option<u8>,
+    },
+    /// Deletes a VDI, or its snapshot `tag`.
+    VdiDelete {
+        /// Name of the VDI.
+        name: String,
+        /// Snapshot tag; `None` deletes the working VDI.
+        tag: Option<String>,
+    },
+    /// Takes a read-only snapshot of a VDI named `tag`.
+    VdiSnapshot {
+        /// Name of the VDI.
+        name: String,
+        /// Tag of the new snapshot.
+        tag: String,
+    },
+    /// Creates a writable copy-on-write clone `dst` of `src` (or of its snapshot `tag`).
+    VdiClone {
+        /// Source VDI.
+        src: String,
+        /// Snapshot of the source; `None` clones the working VDI.
+        tag: Option<String>,
+        /// Name of the new VDI.
+        dst: String,
+    },
+    /// Brings a VDI back to the content of its snapshot `tag`.
+    VdiRollback {
+        /// Name of the VDI.
+        name: String,
+        /// Snapshot to roll back to.
+        tag: String,
+    },
+    /// Changes the size of a VDI.
+    VdiResize {
+        /// Name of the VDI.
+        name: String,
+        /// New size in bytes.
+        size: u64,
+    },
+    /// Lists every VDI with its parent, for `dog vdi tree`; answered with [`Reply::VdiList`].
+    VdiTree,
+    /// Describes the node that serves the socket.
+    NodeInfo,
+    /// Describes the cluster.
+    ClusterInfo,
+}
+
+/// A successful answer of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The request was carried out and returns nothing.
+    Done,
+    /// The VDIs, for [`Request::VdiList`] and [`Request::VdiTree`].
+    VdiList(Vec<VdiInfo>),
+    /// The answer to [`Request::NodeInfo`].
+    NodeInfo(NodeInfo),
+    /// The answer to [`Request::ClusterInfo`].
+    ClusterInfo(ClusterInfo),
+}
+
+/// One VDI or snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VdiInfo {
+    /// Name of the VDI.
+    pub name: String,
+    /// Snapshot tag; `None` for the working (writable) VDI.
+    pub tag: Option<String>,
+    /// 24-bit VDI id.
+    pub vid: u32,
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Bytes held by objects owned by this VDI.
+    pub used: u64,
+    /// Bytes held by objects shared with a parent.
+    pub shared: u64,
+    /// Number of replicas.
+    pub copies: u8,
+    /// Creation time in seconds since the Unix epoch.
+    pub created: u64,
+    /// Vid of the VDI this one was snapshotted or cloned from.
+    pub parent: Option<u32>,
+    /// True for a read-only snapshot.
+    pub snapshot: bool,
+}
+
+/// The node that serves the admin socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// The store directory.
+    pub store: String,
+    /// The mount point.
+    pub mount: String,
+    /// Capacity of the store in bytes.
+    pub capacity: u64,
+    /// Bytes used in the store.
+    pub used: u64,
+    /// Bytes free in the store.
+    pub free: u64,
+    /// Number of VDIs (snapshots included).
+    pub vdis: u32,
+}
+
+/// The cluster as seen by the node that serves the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Cluster name.
+    pub name: String,
+    /// Human status, for example "running, single host".
+    pub status: String,
+    /// Membership epoch.
+    pub epoch: u64,
+    /// Ids of the member nodes.
+    pub nodes: Vec<String>,
+    /// Replicas of a VDI created without `--copies`.
+    pub default_copies: u8,
+    /// Human description of the redundancy, for example "3 copies".
+    pub redundancy: String,
+}
+
+/// A failed request, as sent on the wire. Each variant maps to one `dog` exit code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WireError {
+    /// The named VDI, snapshot or object does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The name is already taken.
+    #[error("already exists: {0}")]
+    Exists(String),
+    /// The request is malformed or its arguments are invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The target is in use.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The store has no space left.
+    #[error("no space left in the store")]
+    NoSpace,
+    /// The daemon failed with an I/O or internal error.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// The target is read-only (a snapshot).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sheep_p2p::codec::{decode, encode, to_bytes, HEADER_LEN};
+
+    fn sample_vdi() -> VdiInfo {
+        VdiInfo {
+            name: "vm0".into(),
+            tag: Some("base".into()),
+            vid: 0x7c_2b25,
+            size: 10 << 30,
+            used: 4 << 20,
+            shared: 0,
+            copies: 3,
+            created: 1_700_000_000,
+            parent: None,
+            snapshot: true,
+        }
+    }
+
+    #[test]
+    fn request_variant_indices_are_frozen() {
+        // bincode writes the variant index as a little-endian u32: these must never change.
+        let cases = [
+            (Request::VdiList, 0u32),
+            (Request::VdiTree, 7),
+            (Request::NodeInfo, 8),
+            (Request::ClusterInfo, 9),
+        ];
+        for (req, index) in cases {
+            assert_eq!(to_bytes(&req, 64).unwrap(), index.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn wire_error_variant_indices_are_frozen() {
+        let bytes = to_bytes(&WireError::NoSpace, 64).unwrap();
+        assert_eq!(bytes, 4u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_reply_survives_the_envelope() {
+        let reply: Result<Reply, WireError> = Ok(Reply::VdiList(vec![sample_vdi()]));
+        let bytes = encode(ADMIN_KIND, &reply, MAX_FRAME).unwrap();
+        assert_eq!(&bytes[..4], &ADMIN_MAGIC.to_le_bytes());
+        assert!(bytes.len() > HEADER_LEN);
+        let back: Result<Reply, WireError> = decode(ADMIN_KIND, &bytes, MAX_FRAME).unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn an_error_survives_the_envelope() {
+        let reply: Result<Reply, WireError> = Err(WireError::NotFound("vm9".into()));
+        let bytes = encode(ADMIN_KIND, &reply, MAX_FRAME).unwrap();
+        let back: Result<Reply, WireError> = decode(ADMIN_KIND, &bytes, MAX_FRAME).unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn wire_errors_display_their_message() {
+        assert_eq!(
+            WireError::Busy("vm0 is open".into()).to_string(),
+            "busy: vm0 is open"
+        );
+    }
+}

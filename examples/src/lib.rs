@@ -1,0 +1,1 @@
+//! Runnable examples of sheepfs; see the `examples` of this package.

@@ -1,0 +1,49 @@
+//! Errors of the volume layer.
+
+use sheep_objects::Vid;
+
+/// Errors of VDI operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No VDI (or snapshot) has this name or inode number.
+    #[error("no such VDI: {0}")]
+    NotFound(String),
+    /// A VDI with this name already exists.
+    #[error("VDI {0} already exists")]
+    Exists(String),
+    /// The name is not a valid VDI name.
+    #[error("invalid VDI name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The VDI is a read-only snapshot.
+    #[error("{0} is a read-only snapshot")]
+    ReadOnly(String),
+    /// The VDI is in use and the operation needs it idle.
+    #[error("{0} is busy")]
+    Busy(String),
+    /// The requested size exceeds what a VDI may hold.
+    #[error("size {0} exceeds the maximum VDI size")]
+    TooBig(u64),
+    /// Every VDI id is taken.
+    #[error("no free VDI id")]
+    NoVid,
+    /// The operation is not supported on a sheepfs mount.
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
+    /// A metadata record failed to decode.
+    #[error("corrupt metadata for {vid:?}: {reason}")]
+    CorruptMeta {
+        /// The VDI whose record is bad (`Vid::NONE` for the VDI table).
+        vid: Vid,
+        /// What failed.
+        reason: String,
+    },
+    /// The object layer failed.
+    #[error(transparent)]
+    Object(#[from] sheep_objects::Error),
+}
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! `sheep-vdi`: virtual disk images on top of an [`sheep_objects::ObjectStore`].
+//!
+//! A VDI is an inode record (name, size, copies, times, owner, mode, parent, snapshot tag) plus
+//! an allocation table mapping each 4 MiB index to the [`Vid`](sheep_objects::Vid) whose data
+//! object holds it (`Vid::NONE` = unallocated). Snapshots, clones and copies share objects
+//! copy-on-write; the [`Pool`] reclaims objects nothing references any more. This crate must not
+//! depend on the FUSE or admin crates.
+#![warn(missing_docs)]
+
+pub mod alloc;
+pub mod attr;
+pub mod error;
+pub mod inode;
+pub mod pool;
+mod reclaim;
+mod table;
+
+pub use attr::{CreateOpts, Ino, SetAttr, Time, VdiAttr};
+pub use error::{Error, Result};
+pub use pool::{Pool, PoolConfig, PoolStats, MAX_VDI_SIZE};
