@@ -26,7 +26,10 @@ impl Client {
 
     /// Connects to the admin socket at `path`; `timeout` bounds each wait for an answer
     /// (`None` waits forever).
-    pub fn connect_with_timeout(path: impl AsRef<Path>, timeout: Option<Duration>) -> Result<Client> {
+    pub fn connect_with_timeout(
+        path: impl AsRef<Path>,
+        timeout: Option<Duration>,
+    ) -> Result<Client> {
         let path = path.as_ref().to_path_buf();
         let stream = UnixStream::connect(&path).map_err(|source| Error::Connect {
             path: path.clone(),
@@ -72,7 +75,9 @@ fn read_frame(stream: &mut impl Read) -> Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(HEADER_LEN + len);
     frame.extend_from_slice(&header);
     frame.resize(HEADER_LEN + len, 0);
-    stream.read_exact(&mut frame[HEADER_LEN..]).map_err(io_error)?;
+    stream
+        .read_exact(&mut frame[HEADER_LEN..])
+        .map_err(io_error)?;
     Ok(frame)
 }
 
@@ -107,7 +112,10 @@ mod tests {
         header[8..12].copy_from_slice(&huge.to_le_bytes());
         header.truncate(HEADER_LEN);
         let err = read_frame(&mut Cursor::new(header)).unwrap_err();
-        assert!(matches!(err, Error::Codec(sheep_p2p::Error::TooLarge { .. })));
+        assert!(matches!(
+            err,
+            Error::Codec(sheep_p2p::Error::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -131,6 +139,9 @@ mod tests {
         let _listener = UnixListener::bind(&path).unwrap();
         let timeout = Some(Duration::from_millis(50));
         let mut client = Client::connect_with_timeout(&path, timeout).unwrap();
-        assert!(matches!(client.call(&Request::VdiList), Err(Error::Timeout)));
+        assert!(matches!(
+            client.call(&Request::VdiList),
+            Err(Error::Timeout)
+        ));
     }
 }

@@ -150,7 +150,10 @@ async fn serve_connection(
             Ok(Some(_)) => (Err(WireError::Invalid(PERMISSION_DENIED.into())), false),
             Err(e) => {
                 warn!(error = %e, "malformed admin frame");
-                (Err(WireError::Invalid(format!("malformed frame: {e}"))), false)
+                (
+                    Err(WireError::Invalid(format!("malformed frame: {e}"))),
+                    false,
+                )
             }
         };
         if let Err(e) = write_reply(&mut stream, &reply).await {

@@ -55,7 +55,11 @@ fn scaled(number: &str, shift: u32) -> Result<u64, &'static str> {
         return Err("too many decimals");
     }
     let whole: u128 = whole.parse().map_err(|_| "number too large")?;
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| "malformed number")? };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| "malformed number")?
+    };
     let scale = 10u128.pow(u32::try_from(frac.len()).map_err(|_| "too many decimals")?);
     let unit = 1u128 << shift;
     let frac_bytes = frac_value * unit;
@@ -109,8 +113,20 @@ mod tests {
     #[test]
     fn garbage_and_overflow_are_rejected() {
         for bad in [
-            "", " ", "G", "-1", "10X", "10 GG", "1.2.3G", "1.", ".5G", "10Gx", "0.1B", "16E",
-            "99999999999999999999999", "1.0000000000000000001K",
+            "",
+            " ",
+            "G",
+            "-1",
+            "10X",
+            "10 GG",
+            "1.2.3G",
+            "1.",
+            ".5G",
+            "10Gx",
+            "0.1B",
+            "16E",
+            "99999999999999999999999",
+            "1.0000000000000000001K",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -29,7 +29,10 @@ pub fn require(tools: &[&str]) -> bool {
         return true;
     }
     let msg = format!("missing prerequisites: {}", missing.join(", "));
-    assert!(!in_ci(), "{msg} (CI=true: a missing prerequisite is a failure)");
+    assert!(
+        !in_ci(),
+        "{msg} (CI=true: a missing prerequisite is a failure)"
+    );
     eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
     false
 }
@@ -63,7 +66,9 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 /// `target/<profile>/deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a parent directory");
+    let deps = exe
+        .parent()
+        .expect("test executable has a parent directory");
     let profile_dir = if deps.ends_with("deps") {
         deps.parent().expect("deps has a parent directory")
     } else {

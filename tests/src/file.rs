@@ -84,6 +84,34 @@ pub fn must_read_all(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// Reads `n` bytes at `offset` (both multiples of 512) with O_DIRECT, past the page cache.
+pub fn must_pread_direct(path: &Path, offset: u64, n: usize) -> Vec<u8> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} O_DIRECT: {e}", path.display()));
+    let mut buf = AlignedBuf::zeroed(n);
+    file.read_exact_at(buf.as_mut_slice(), offset)
+        .unwrap_or_else(|e| {
+            panic!(
+                "O_DIRECT pread {n} bytes at {offset} of {}: {e}",
+                path.display()
+            )
+        });
+    buf.as_slice().to_vec()
+}
+
+/// Reads the whole file at `path` with O_DIRECT (its size must be a multiple of 512).
+pub fn must_read_all_direct(path: &Path) -> Vec<u8> {
+    must_pread_direct(path, 0, len(must_metadata(path).len()))
+}
+
+/// Returns the path as UTF-8, for command lines.
+pub fn utf8(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
 /// Calls fsync on `file`.
 pub fn must_fsync(file: &File) {
     file.sync_all().unwrap_or_else(|e| panic!("fsync: {e}"));

@@ -13,7 +13,10 @@ pub struct LoopDev {
 impl LoopDev {
     /// Attaches `file` to the first free loop device; panics with `losetup`'s output on failure.
     pub fn attach(file: &Path) -> LoopDev {
-        let out = must_run("losetup", &["-f".as_ref(), "--show".as_ref(), file.as_os_str()]);
+        let out = must_run(
+            "losetup",
+            &["-f".as_ref(), "--show".as_ref(), file.as_os_str()],
+        );
         LoopDev {
             dev: PathBuf::from(out.trim()),
         }
@@ -29,7 +32,10 @@ impl Drop for LoopDev {
     fn drop(&mut self) {
         let out = run("losetup", &["-d".as_ref(), self.dev.as_os_str()]);
         if !out.status.success() {
-            eprintln!("{}", describe(&format!("losetup -d {}", self.dev.display()), &out));
+            eprintln!(
+                "{}",
+                describe(&format!("losetup -d {}", self.dev.display()), &out)
+            );
         }
     }
 }
@@ -75,7 +81,48 @@ impl Drop for MountGuard {
         }
         let out = run("umount", &["-l".as_ref(), self.dir.as_os_str()]);
         if !out.status.success() {
-            eprintln!("{}", describe(&format!("umount -l {}", self.dir.display()), &out));
+            eprintln!(
+                "{}",
+                describe(&format!("umount -l {}", self.dir.display()), &out)
+            );
         }
+    }
+}
+
+/// A child process that the test started, killed by PID (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: std::process::Child,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd`; panics if it cannot start.
+    pub fn spawn(cmd: &mut std::process::Command) -> ChildGuard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        ChildGuard { child }
+    }
+
+    /// Returns the PID of the child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns the exit status if the child has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait for child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
     }
 }

@@ -18,7 +18,7 @@ pub mod node;
 
 pub use cmd::{must_qemu_io, must_run, run};
 pub use env::{bin, in_ci, require};
-pub use guard::{LoopDev, MountGuard};
+pub use guard::{ChildGuard, LoopDev, MountGuard};
 pub use node::{Node, StoreDir};
 
 /// Size of a data object of a VDI, in bytes.

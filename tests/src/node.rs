@@ -109,7 +109,10 @@ impl Node {
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait() {
-                panic!("sheepfs exited before it was ready: {status}\n{}", self.log());
+                panic!(
+                    "sheepfs exited before it was ready: {status}\n{}",
+                    self.log()
+                );
             }
             if is_mounted(&self.mount, Some(FS_TYPE)) && UnixStream::connect(&self.socket).is_ok() {
                 return;
@@ -170,7 +173,11 @@ impl Node {
     pub fn stop(mut self) -> StoreDir {
         self.signal(Signal::SIGTERM);
         let status = self.must_wait_exit();
-        assert!(status.success(), "sheepfs exited with {status}\n{}", self.log());
+        assert!(
+            status.success(),
+            "sheepfs exited with {status}\n{}",
+            self.log()
+        );
         assert!(
             !is_mounted(&self.mount, None),
             "sheepfs exited 0 but left {} mounted\n{}",
@@ -193,7 +200,11 @@ impl Node {
     fn store_dir(&mut self) -> StoreDir {
         StoreDir {
             path: self.store.clone(),
-            _keep: if self.owns_store { self.tmp.take() } else { None },
+            _keep: if self.owns_store {
+                self.tmp.take()
+            } else {
+                None
+            },
         }
     }
 
@@ -203,7 +214,9 @@ impl Node {
     }
 
     fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().expect("wait for sheepfs"))
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait for sheepfs"))
     }
 
     fn must_wait_exit(&mut self) -> ExitStatus {
@@ -270,7 +283,10 @@ fn spawn_daemon(mount: &Path, store: &Path, socket: &Path, log: &Path, extra: &[
 pub fn lazy_unmount(mount: &Path) {
     let out = run("umount", &[std::ffi::OsStr::new("-l"), mount.as_os_str()]);
     if !out.status.success() {
-        eprintln!("{}", describe(&format!("umount -l {}", mount.display()), &out));
+        eprintln!(
+            "{}",
+            describe(&format!("umount -l {}", mount.display()), &out)
+        );
     }
 }
 

@@ -4,16 +4,20 @@
 //! an allocation table mapping each 4 MiB index to the [`Vid`](sheep_objects::Vid) whose data
 //! object holds it (`Vid::NONE` = unallocated). Snapshots, clones and copies share objects
 //! copy-on-write; the [`Pool`] reclaims objects nothing references any more. This crate must not
-//! depend on the FUSE or admin crates.
+//! depend on the FUSE or admin crates. Its main type is [`Pool`]; its methods block (local disk
+//! I/O) and are safe to call from many threads at once.
 #![warn(missing_docs)]
 
 pub mod alloc;
 pub mod attr;
+mod cow;
 pub mod error;
 pub mod inode;
+mod io;
+mod ops;
 pub mod pool;
-mod reclaim;
-mod table;
+mod refs;
+mod vdi;
 
 pub use attr::{CreateOpts, Ino, SetAttr, Time, VdiAttr};
 pub use error::{Error, Result};

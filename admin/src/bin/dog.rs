@@ -3,9 +3,14 @@
 //! It sends one request to the daemon's admin socket, prints the reply as a table or as JSON,
 //! and exits with a code that tells scripts what happened (see `dog --help`).
 
+// A binary's root looks for modules beside it; these live in `dog/`.
+#[path = "dog/cli.rs"]
 mod cli;
+#[path = "dog/exit.rs"]
 mod exit;
+#[path = "dog/render.rs"]
 mod render;
+#[path = "dog/tree.rs"]
 mod tree;
 
 use anyhow::{bail, Context};

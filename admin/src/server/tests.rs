@@ -73,13 +73,23 @@ async fn must_call(path: &Path, req: Request) -> crate::Result<Reply> {
         .unwrap()
 }
 
-/// Sends raw bytes and returns the decoded answer, read until the server closes.
+/// Sends raw bytes, returns the decoded answer and checks that the server then hangs up.
 async fn must_send_raw(path: &Path, bytes: &[u8]) -> Result<Reply, WireError> {
     let mut stream = UnixStream::connect(path).await.unwrap();
     stream.write_all(bytes).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    decode(ADMIN_KIND, &answer, MAX_FRAME).unwrap()
+    let mut header = [0u8; HEADER_LEN];
+    stream.read_exact(&mut header).await.unwrap();
+    let len = decode_header(ADMIN_KIND, &header, MAX_FRAME).unwrap().len;
+    let mut frame = header.to_vec();
+    frame.resize(HEADER_LEN + usize::try_from(len).unwrap(), 0);
+    stream.read_exact(&mut frame[HEADER_LEN..]).await.unwrap();
+    // Unread input makes Linux report the close as a reset rather than an end of stream.
+    let mut rest = [0u8; 1];
+    match stream.read(&mut rest).await {
+        Ok(n) => assert_eq!(n, 0, "the server kept the connection open"),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+    }
+    decode(ADMIN_KIND, &frame, MAX_FRAME).unwrap()
 }
 
 fn root_policy() -> PeerPolicy {
@@ -209,7 +219,9 @@ async fn a_stale_socket_file_is_replaced() {
 async fn a_live_socket_or_a_regular_file_is_not_taken_over() {
     let srv = must_start(root_policy()).await;
     let (_stop, rx) = watch::channel(false);
-    let err = serve(&srv.path, Arc::new(FakeService), rx).await.unwrap_err();
+    let err = serve(&srv.path, Arc::new(FakeService), rx)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Bind { .. }));
     let file = srv._dir.path().join("plain");
     std::fs::write(&file, b"keep me").unwrap();

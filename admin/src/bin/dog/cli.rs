@@ -50,7 +50,7 @@ pub enum Command {
 }
 
 /// The `--json` switch of listings.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct Format {
     /// Print JSON instead of a table, for scripts.
     #[arg(long)]
@@ -259,7 +259,10 @@ mod tests {
             tag: Some("base".into()),
         };
         assert_eq!(plan(&["vdi", "delete", "vm0@base"]).unwrap().0, want);
-        assert_eq!(plan(&["vdi", "delete", "vm0", "-s", "base"]).unwrap().0, want);
+        assert_eq!(
+            plan(&["vdi", "delete", "vm0", "-s", "base"]).unwrap().0,
+            want
+        );
         assert!(plan(&["vdi", "delete", "vm0@a", "-s", "b"]).is_err());
     }
 
@@ -270,7 +273,10 @@ mod tests {
             tag: Some("t".into()),
             dst: "vm1".into(),
         };
-        assert_eq!(plan(&["vdi", "clone", "-s", "t", "vm0", "vm1"]).unwrap().0, want);
+        assert_eq!(
+            plan(&["vdi", "clone", "-s", "t", "vm0", "vm1"]).unwrap().0,
+            want
+        );
         assert_eq!(plan(&["vdi", "clone", "vm0@t", "vm1"]).unwrap().0, want);
     }
 

@@ -80,8 +80,10 @@ pub fn node_info(n: &NodeInfo) -> String {
     field(&mut out, "Store", &n.store);
     field(&mut out, "Mount", &n.mount);
     field(&mut out, "Capacity", &format_size(n.capacity));
-    field(&mut out, "Used", &format!("{}{}", format_size(n.used), percent(n.used)));
-    field(&mut out, "Free", &format!("{}{}", format_size(n.free), percent(n.free)));
+    let used = format!("{}{}", format_size(n.used), percent(n.used));
+    let free = format!("{}{}", format_size(n.free), percent(n.free));
+    field(&mut out, "Used", &used);
+    field(&mut out, "Free", &free);
     field(&mut out, "VDIs", &n.vdis.to_string());
     out
 }
@@ -165,7 +167,10 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("Name  Tag   "));
         assert!(lines[0].ends_with("Copies  Created"));
-        assert!(lines[1].starts_with("vm0   base  000001     10 GiB  1.5 MiB"));
+        assert!(
+            lines[1].starts_with("vm0   base  000001  10 GiB  1.5 MiB"),
+            "{out}"
+        );
         assert!(lines[2].starts_with("vm0         000002"));
     }
 

@@ -27,7 +27,7 @@ pub fn build(vdis: &[VdiInfo]) -> Vec<TreeNode<'_>> {
             children.entry(p).or_default().push(v);
         }
     }
-    let is_root = |v: &&VdiInfo| v.parent.is_none_or(|p| !known.contains(&p) || p == v.vid);
+    let is_root = |v: &&&VdiInfo| v.parent.is_none_or(|p| !known.contains(&p) || p == v.vid);
     let mut seen = HashSet::new();
     let mut roots: Vec<TreeNode<'_>> = order
         .iter()
@@ -49,7 +49,10 @@ fn grow<'a>(
     seen: &mut HashSet<u32>,
 ) -> TreeNode<'a> {
     seen.insert(vdi.vid);
-    let kids = children.get(&vdi.vid).map(Vec::as_slice).unwrap_or_default();
+    let kids = children
+        .get(&vdi.vid)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut node = TreeNode {
         vdi,
         children: Vec::new(),
@@ -76,7 +79,11 @@ pub fn render(roots: &[TreeNode<'_>]) -> String {
 fn draw_children(children: &[TreeNode<'_>], prefix: &str, out: &mut String) {
     for (i, child) in children.iter().enumerate() {
         let last = i + 1 == children.len();
-        let (branch, next) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        let (branch, next) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
         out.push_str(prefix);
         out.push_str(branch);
         out.push_str(&label(child.vdi));
@@ -124,7 +131,10 @@ mod tests {
             vdi("other", None, 4, None),
         ];
         let out = render(&build(&vdis));
-        let names: Vec<&str> = out.lines().map(|l| l.split("  (").next().unwrap()).collect();
+        let names: Vec<&str> = out
+            .lines()
+            .map(|l| l.split("  (").next().unwrap())
+            .collect();
         assert_eq!(names, ["vm0@base", "├─ vm0", "└─ clone", "other"]);
     }
 

@@ -1,1 +1,295 @@
-fn main() {}
+//! `sheepfs MOUNTPOINT`: one sheepfs node — its object store, its VDI pool, the FUSE mount and
+//! the admin socket.
+//!
+//! Start-up: validate the options, open the store (creating it and the node id the first time),
+//! open the pool, check the mount point, start the admin socket, then mount. The node is ready
+//! when the mount shows in `/proc/self/mountinfo` as `fuse.sheepfs` (the admin socket accepts
+//! connections by then).
+//!
+//! Threads: the FUSE session runs on this thread and `--threads` fuser workers, which call the
+//! pool directly; a 2-worker tokio runtime serves only the admin socket and the signals.
+//!
+//! Shutdown: SIGINT/SIGTERM flush every VDI and unmount. If files are still open the mount is
+//! detached lazily and the session ends when the last one closes; a second signal stops at once.
+//! When the session ends, for a signal or an external `umount`, the pool is flushed again, the
+//! admin socket removed and the process exits 0.
+
+mod cli;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use parking_lot::Mutex;
+use sheep_admin::AdminService;
+use sheep_fusefs::admin::{NodeIdentity, NodeService};
+use sheep_fusefs::config::DaemonConfig;
+use sheep_fusefs::fuse::{mount_config, FsOptions, SheepFs};
+use sheep_fusefs::identity::load_or_create_node_id;
+use sheep_fusefs::mountpoint::check_mountpoint;
+use sheep_objects::{DiskStore, ObjectStore};
+use sheep_vdi::{Pool, PoolConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG: &str = "sheep=info,fuser=warn";
+
+/// How long start-up waits for the admin socket to accept connections.
+const ADMIN_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let config = cli::Cli::parse().into_config();
+    init_logging();
+    install_panic_hook();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "sheepfs stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Logs panics through `tracing`, so they land in the daemon's log with everything else.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        error!(panic = %msg, %location, %thread, "panic");
+    }));
+}
+
+/// Everything the signal handler needs to stop the node.
+struct Stopper {
+    pool: Arc<Pool>,
+    mountpoint: PathBuf,
+    socket: PathBuf,
+    requested: AtomicBool,
+    unmounter: Mutex<Option<fuser::SessionUnmounter>>,
+}
+
+impl Stopper {
+    /// First signal: flush, then unmount (lazily when files are still open).
+    fn stop(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        flush(&self.pool);
+        let mut slot = self.unmounter.lock();
+        if let Some(unmounter) = slot.as_mut() {
+            self.unmount(unmounter);
+        }
+    }
+
+    fn unmount(&self, unmounter: &mut fuser::SessionUnmounter) {
+        info!(mountpoint = %self.mountpoint.display(), "unmounting");
+        if let Err(e) = unmounter.unmount() {
+            warn!(error = %e, "unmount failed (files still open?); detaching the mount lazily");
+            let detach = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            if let Err(e) = detach {
+                error!(error = %e, "lazy unmount failed; send the signal again to force a stop");
+            }
+        }
+    }
+
+    /// Second signal: flush and exit without waiting for open files to close.
+    fn force(&self) -> ! {
+        warn!("second signal: exiting without waiting for open files");
+        flush(&self.pool);
+        let _ = std::fs::remove_file(&self.socket);
+        std::process::exit(1);
+    }
+}
+
+fn flush(pool: &Pool) {
+    match pool.flush_all() {
+        Ok(()) => info!("every VDI flushed"),
+        Err(e) => error!(error = %e, "flushing the pool failed"),
+    }
+}
+
+fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    log_unused_discovery_options(&config);
+    let (pool, node) = open_pool(&config)?;
+    let mountpoint = check_mountpoint(&config.mountpoint)?;
+    let node = NodeIdentity {
+        mount: mountpoint.clone(),
+        ..node
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sheep-admin")
+        .enable_all()
+        .build()
+        .context("cannot start the admin runtime")?;
+    let stopper = Arc::new(Stopper {
+        pool: Arc::clone(&pool),
+        mountpoint: mountpoint.clone(),
+        socket: config.admin_socket.clone(),
+        requested: AtomicBool::new(false),
+        unmounter: Mutex::new(None),
+    });
+    watch_signals(&rt, Arc::clone(&stopper))?;
+
+    let service = Arc::new(NodeService::new(Arc::clone(&pool), node));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin: Arc<dyn AdminService> = service.clone();
+    let socket = config.admin_socket.clone();
+    let admin_task =
+        rt.spawn(async move { sheep_admin::server::serve(&socket, admin, shutdown_rx).await });
+    let admin_task = wait_for_admin_socket(&rt, admin_task, &config.admin_socket)?;
+
+    let fs = SheepFs::new(Arc::clone(&pool), FsOptions::default());
+    let mut session = fuser::Session::new(fs, &mountpoint, &mount_config(config.threads))
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    service.set_notifier(session.notifier());
+    {
+        let mut slot = stopper.unmounter.lock();
+        let mut unmounter = session.unmount_callable();
+        if stopper.requested.load(Ordering::SeqCst) {
+            stopper.unmount(&mut unmounter);
+        }
+        *slot = Some(unmounter);
+    }
+    info!(
+        mountpoint = %mountpoint.display(),
+        store = %config.store.display(),
+        socket = %config.admin_socket.display(),
+        threads = config.threads,
+        "sheepfs mounted"
+    );
+
+    let served = session.run();
+    info!("FUSE session ended");
+    let _ = shutdown_tx.send(true);
+    stop_admin(&rt, admin_task, &config.admin_socket);
+    let flushed = pool.flush_all();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served.context("the FUSE session failed")?;
+    flushed.context("flushing the pool at shutdown failed")?;
+    info!("sheepfs stopped");
+    Ok(())
+}
+
+fn log_unused_discovery_options(config: &DaemonConfig) {
+    if config.mdns || !config.peers.is_empty() || config.listen.is_some() {
+        info!(
+            mdns = config.mdns,
+            peers = ?config.peers,
+            listen = ?config.listen,
+            "discovery options accepted but not used yet: this node runs as a single host"
+        );
+    }
+}
+
+/// Opens (or creates) the store, its node id and the pool.
+fn open_pool(config: &DaemonConfig) -> anyhow::Result<(Arc<Pool>, NodeIdentity)> {
+    let dir = &config.store;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+    let node_id = load_or_create_node_id(dir)?;
+    let store = DiskStore::open(dir)
+        .with_context(|| format!("cannot open the object store in {}", dir.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let pool_config = PoolConfig {
+        default_copies: config.copies,
+    };
+    let pool = Pool::open(store, pool_config)
+        .with_context(|| format!("cannot open the VDI pool in {}", dir.display()))?;
+    info!(node_id = %node_id, store = %dir.display(), vdis = pool.list().len(), "pool opened");
+    let node = NodeIdentity {
+        node_id,
+        store: dir.clone(),
+        mount: PathBuf::new(),
+        cluster: config.cluster.clone(),
+    };
+    Ok((Arc::new(pool), node))
+}
+
+/// Installs the SIGINT/SIGTERM handlers; the first signal stops, the second forces.
+fn watch_signals(rt: &Runtime, stopper: Arc<Stopper>) -> anyhow::Result<()> {
+    let _guard = rt.enter();
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    rt.spawn(async move {
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            seen += 1;
+            info!(signal = name, "stopping");
+            let stopper = Arc::clone(&stopper);
+            let first = seen == 1;
+            // Flushing and unmounting block: keep them off the runtime's workers.
+            drop(tokio::task::spawn_blocking(move || match first {
+                true => stopper.stop(),
+                false => stopper.force(),
+            }));
+        }
+    });
+    Ok(())
+}
+
+type AdminTask = JoinHandle<sheep_admin::Result<()>>;
+
+/// Waits until the admin socket accepts connections, or the server failed to start.
+fn wait_for_admin_socket(rt: &Runtime, task: AdminTask, path: &Path) -> anyhow::Result<AdminTask> {
+    let deadline = Instant::now() + ADMIN_READY_TIMEOUT;
+    loop {
+        if task.is_finished() {
+            return match rt.block_on(task) {
+                Ok(Ok(())) => bail!("the admin server stopped at start-up"),
+                Ok(Err(e)) => Err(e).context("cannot start the admin socket"),
+                Err(e) => Err(e).context("the admin server crashed"),
+            };
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Ok(task);
+        }
+        if Instant::now() > deadline {
+            bail!("the admin socket {} did not come up", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops the admin server and makes sure its socket file is gone.
+fn stop_admin(rt: &Runtime, task: AdminTask, path: &Path) {
+    // The timer must be created inside the runtime.
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await }) {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "admin server failed"),
+        Ok(Err(e)) => warn!(error = %e, "admin server crashed"),
+        Err(_) => warn!("admin server did not stop in time"),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(socket = %path.display(), error = %e, "cannot remove the admin socket"),
+    }
+}

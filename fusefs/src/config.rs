@@ -1,0 +1,130 @@
+//! The daemon's configuration, as composed by the `sheepfs` binary from its command line.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use tracing::warn;
+
+/// Default store directory.
+pub const DEFAULT_STORE: &str = "/var/lib/sheepfs";
+/// Default admin socket.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/sheepfs/admin.sock";
+/// Default copies of each object.
+pub const DEFAULT_COPIES: u8 = 3;
+/// Largest number of copies a VDI may have.
+pub const MAX_COPIES: u8 = 31;
+/// Default cluster name.
+pub const DEFAULT_CLUSTER: &str = "sheepdog";
+/// Default number of FUSE worker threads.
+pub const DEFAULT_THREADS: usize = 32;
+/// Largest number of FUSE worker threads.
+pub const MAX_THREADS: usize = 1024;
+
+/// Everything one `sheepfs` node needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Where the VDIs are mounted.
+    pub mountpoint: PathBuf,
+    /// Directory holding this node's objects and its node id.
+    pub store: PathBuf,
+    /// Unix socket that `dog` talks to (root only).
+    pub admin_socket: PathBuf,
+    /// Discover peers by mDNS on the local segment.
+    pub mdns: bool,
+    /// Peers to join without multicast (`host:port`).
+    pub peers: Vec<String>,
+    /// Address to listen on for peers.
+    pub listen: Option<String>,
+    /// Copies of each object of a VDI created without `--copies`.
+    pub copies: u8,
+    /// Cluster name; clusters with different names ignore each other.
+    pub cluster: String,
+    /// FUSE worker threads (they also do the blocking disk I/O).
+    pub threads: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            mountpoint: PathBuf::new(),
+            store: PathBuf::from(DEFAULT_STORE),
+            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            mdns: true,
+            peers: Vec::new(),
+            listen: None,
+            copies: DEFAULT_COPIES,
+            cluster: DEFAULT_CLUSTER.to_owned(),
+            threads: DEFAULT_THREADS,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Checks ranges; warns about legal but risky values.
+    pub fn validate(&self) -> Result<()> {
+        if self.mountpoint.as_os_str().is_empty() {
+            return Err(config_err("mount point", "it must not be empty"));
+        }
+        if !(1..=MAX_COPIES).contains(&self.copies) {
+            return Err(config_err("--copies", format!("must be 1..={MAX_COPIES}")));
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return Err(config_err("--threads", format!("must be 1..={MAX_THREADS}")));
+        }
+        if self.cluster.is_empty() || self.cluster.len() > 64 {
+            return Err(config_err("--cluster", "must be 1 to 64 bytes"));
+        }
+        if self.copies == 1 {
+            warn!("--copies 1: objects have no redundancy");
+        }
+        if self.threads < 4 {
+            warn!(threads = self.threads, "few FUSE threads: I/O will be slow");
+        }
+        Ok(())
+    }
+}
+
+fn config_err(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> DaemonConfig {
+        DaemonConfig {
+            mountpoint: "/mnt/sheep".into(),
+            ..DaemonConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let c = DaemonConfig::default();
+        assert_eq!(c.store, PathBuf::from("/var/lib/sheepfs"));
+        assert_eq!(c.admin_socket, PathBuf::from("/run/sheepfs/admin.sock"));
+        assert_eq!((c.copies, c.threads, c.mdns), (3, 32, true));
+        assert_eq!(c.cluster, "sheepdog");
+        assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for c in [
+            DaemonConfig { copies: 0, ..valid() },
+            DaemonConfig { copies: 32, ..valid() },
+            DaemonConfig { threads: 0, ..valid() },
+            DaemonConfig {
+                cluster: String::new(),
+                ..valid()
+            },
+            DaemonConfig::default(),
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        assert!(DaemonConfig { copies: 31, ..valid() }.validate().is_ok());
+    }
+}

@@ -1,0 +1,87 @@
+//! The in-memory state of one VDI or snapshot.
+
+use crate::alloc::AllocTable;
+use crate::attr::VdiAttr;
+use crate::inode::InodeV1;
+use parking_lot::{Mutex, RwLock};
+use sheep_objects::{Oid, Vid};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::AtomicU32;
+
+/// One VDI: its record, its allocation table and what is not yet durable.
+pub(crate) struct Vdi {
+    /// Data I/O holds it shared; operations that change the VDI id or the whole table hold it
+    /// exclusively, so they see no write half done.
+    pub(crate) gate: RwLock<()>,
+    pub(crate) inner: Mutex<Inner>,
+    /// Open file handles.
+    pub(crate) handles: AtomicU32,
+}
+
+/// Mutable state of a VDI, held under a short-lived lock.
+pub(crate) struct Inner {
+    pub(crate) rec: InodeV1,
+    pub(crate) table: AllocTable,
+    /// Table chunks changed since the last flush.
+    pub(crate) dirty_chunks: BTreeSet<u32>,
+    /// Data objects written since the last flush.
+    pub(crate) dirty_objects: HashSet<Oid>,
+    /// The record (size) changed since it was last stored.
+    pub(crate) rec_dirty: bool,
+    /// Cached (allocated, shared) bytes.
+    pub(crate) usage: Option<(u64, u64)>,
+}
+
+impl Vdi {
+    pub(crate) fn new(rec: InodeV1, table: AllocTable) -> Vdi {
+        Vdi {
+            gate: RwLock::new(()),
+            inner: Mutex::new(Inner {
+                rec,
+                table,
+                dirty_chunks: BTreeSet::new(),
+                dirty_objects: HashSet::new(),
+                rec_dirty: false,
+                usage: None,
+            }),
+            handles: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn vid(&self) -> Vid {
+        self.rec.vid()
+    }
+
+    /// Sets a table entry, remembering the chunk as dirty; returns the previous owner.
+    pub(crate) fn set_entry(&mut self, idx: u32, vid: Vid) -> Vid {
+        self.dirty_chunks.insert(idx / crate::alloc::CHUNK_ENTRIES);
+        self.usage = None;
+        self.table.set(idx, vid)
+    }
+
+    pub(crate) fn attr(&self, usage: (u64, u64)) -> VdiAttr {
+        let r = &self.rec;
+        VdiAttr {
+            ino: r.ino(),
+            name: r.display_name(),
+            base: r.name.clone(),
+            tag: r.tag.clone(),
+            vid: r.vid(),
+            parent: r.parent.map(Vid),
+            size: r.size,
+            allocated: usage.0,
+            shared: usage.1,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            atime: r.atime,
+            mtime: r.mtime,
+            ctime: r.ctime,
+            crtime: r.crtime,
+            copies: r.copies,
+            snapshot: r.snapshot,
+        }
+    }
+}
