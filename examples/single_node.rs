@@ -22,7 +22,10 @@ fn main() -> anyhow::Result<()> {
     pool.read(vm.ino, 4 << 20, &mut buf)?;
     println!("vm0 reads {:?}", String::from_utf8_lossy(&buf));
     for v in pool.list() {
-        println!("{:20} {:>12} bytes, {:>10} allocated", v.name, v.size, v.allocated);
+        println!(
+            "{:20} {:>12} bytes, {:>10} allocated",
+            v.name, v.size, v.allocated
+        );
     }
     std::fs::remove_dir_all(&dir).context("clean up")?;
     Ok(())

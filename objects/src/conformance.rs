@@ -27,10 +27,9 @@ fn data(i: u32) -> Oid {
     Oid::data(Vid(7), i)
 }
 
+#[allow(clippy::cast_possible_truncation)] // i % 251 fits in a u8.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
 }
 
 fn must_read(s: &dyn ObjectStore, oid: Oid, offset: u64, len: usize) -> Vec<u8> {
@@ -42,7 +41,10 @@ fn must_read(s: &dyn ObjectStore, oid: Oid, offset: u64, len: usize) -> Vec<u8> 
 
 fn read_of_missing_object_is_not_found(s: &dyn ObjectStore) {
     let mut buf = [0u8; 16];
-    assert!(matches!(s.read(data(0), 0, &mut buf), Err(Error::NotFound(_))));
+    assert!(matches!(
+        s.read(data(0), 0, &mut buf),
+        Err(Error::NotFound(_))
+    ));
     assert!(!s.exists(data(0)).unwrap());
     assert_eq!(s.allocated(data(0)).unwrap(), 0);
 }
@@ -94,7 +96,12 @@ fn punch_reads_zeros_and_frees_space(s: &dyn ObjectStore) {
 }
 
 fn remove_is_idempotent_and_list_tracks_objects(s: &dyn ObjectStore) {
-    let oids = [data(10), Oid::inode(Vid(9)), Oid::alloc(Vid(9)), Oid::meta(1)];
+    let oids = [
+        data(10),
+        Oid::inode(Vid(9)),
+        Oid::alloc(Vid(9)),
+        Oid::meta(1),
+    ];
     for o in oids {
         s.write(o, 0, b"x").unwrap();
     }

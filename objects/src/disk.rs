@@ -79,7 +79,8 @@ impl DiskStore {
     }
 
     fn path_of(&self, oid: Oid) -> PathBuf {
-        self.dir_of(oid).join(format!("{:08x}", oid.0 & 0xffff_ffff))
+        self.dir_of(oid)
+            .join(format!("{:08x}", oid.0 & 0xffff_ffff))
     }
 
     /// Returns the cached descriptor of an object, opening (and with `create`, creating) it.
@@ -132,7 +133,11 @@ impl DiskStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.root.join("obj")).map_err(|e| Error::io(Oid(0), e))? {
             let entry = entry.map_err(|e| Error::io(Oid(0), e))?;
-            if entry.file_type().map_err(|e| Error::io(Oid(0), e))?.is_dir() {
+            if entry
+                .file_type()
+                .map_err(|e| Error::io(Oid(0), e))?
+                .is_dir()
+            {
                 out.push(entry.path());
             }
         }
@@ -216,9 +221,11 @@ impl ObjectStore for DiskStore {
         for ext in data_extents(&from, src)? {
             let mut pos = ext.start;
             while pos < ext.end {
-                let n = usize::try_from((ext.end - pos).min(COPY_CHUNK as u64)).unwrap_or(COPY_CHUNK);
+                let n =
+                    usize::try_from((ext.end - pos).min(COPY_CHUNK as u64)).unwrap_or(COPY_CHUNK);
                 read_full_at(&from, src, pos, &mut buf[..n])?;
-                to.write_all_at(&buf[..n], pos).map_err(|e| Error::io(dst, e))?;
+                to.write_all_at(&buf[..n], pos)
+                    .map_err(|e| Error::io(dst, e))?;
                 pos += n as u64;
             }
         }
@@ -257,10 +264,18 @@ impl ObjectStore for DiskStore {
     fn list(&self) -> Result<Vec<Oid>> {
         let mut out = Vec::new();
         for dir in self.subdirs()? {
-            let dname = dir.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
+            let dname = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_owned();
             for entry in fs::read_dir(&dir).map_err(|e| Error::io(Oid(0), e))? {
                 let entry = entry.map_err(|e| Error::io(Oid(0), e))?;
-                if let Some(oid) = entry.file_name().to_str().and_then(|f| parse_name(&dname, f)) {
+                if let Some(oid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|f| parse_name(&dname, f))
+                {
                     out.push(oid);
                 }
             }
@@ -374,6 +389,9 @@ mod tests {
     fn a_foreign_marker_is_refused() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("sheepfs-store"), "something else").unwrap();
-        assert!(matches!(DiskStore::open(d.path()), Err(Error::BadStore { .. })));
+        assert!(matches!(
+            DiskStore::open(d.path()),
+            Err(Error::BadStore { .. })
+        ));
     }
 }

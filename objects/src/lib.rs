@@ -18,5 +18,5 @@ pub mod store;
 pub use disk::DiskStore;
 pub use error::{Error, Result};
 pub use mem::MemStore;
-pub use oid::{ObjectKind, Oid, Vid, OBJECT_SIZE};
+pub use oid::{ObjectKind, Oid, Vid, OBJECT_BYTES, OBJECT_SIZE};
 pub use store::{ObjectStore, StoreStats};

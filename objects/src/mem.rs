@@ -13,11 +13,18 @@ use std::ops::Range;
 use std::sync::Arc;
 
 const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
+
+/// The offset of `pos` inside its page (always below 4096, so the cast is lossless).
+#[allow(clippy::cast_possible_truncation)]
+fn in_page_offset(pos: u64) -> usize {
+    (pos % PAGE) as usize
+}
 
 /// Sparse object content: 4 KiB pages, absent pages read as zeros.
 #[derive(Clone, Default, Debug)]
 struct MemObj {
-    pages: BTreeMap<u64, Arc<[u8; PAGE as usize]>>,
+    pages: BTreeMap<u64, Arc<[u8; PAGE_BYTES]>>,
     len: u64,
 }
 
@@ -26,8 +33,8 @@ impl MemObj {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let (page, in_page) = (pos / PAGE, (pos % PAGE) as usize);
-            let n = (PAGE as usize - in_page).min(buf.len() - done);
+            let (page, in_page) = (pos / PAGE, in_page_offset(pos));
+            let n = (PAGE_BYTES - in_page).min(buf.len() - done);
             match self.pages.get(&page) {
                 Some(p) => buf[done..done + n].copy_from_slice(&p[in_page..in_page + n]),
                 None => buf[done..done + n].fill(0),
@@ -40,12 +47,12 @@ impl MemObj {
         let mut done = 0usize;
         while done < data.len() {
             let pos = offset + done as u64;
-            let (page, in_page) = (pos / PAGE, (pos % PAGE) as usize);
-            let n = (PAGE as usize - in_page).min(data.len() - done);
+            let (page, in_page) = (pos / PAGE, in_page_offset(pos));
+            let n = (PAGE_BYTES - in_page).min(data.len() - done);
             let p = self
                 .pages
                 .entry(page)
-                .or_insert_with(|| Arc::new([0u8; PAGE as usize]));
+                .or_insert_with(|| Arc::new([0u8; PAGE_BYTES]));
             Arc::make_mut(p)[in_page..in_page + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -62,8 +69,8 @@ impl MemObj {
             if n == PAGE {
                 self.pages.remove(&page);
             } else if let Some(p) = self.pages.get_mut(&page) {
-                let s = (pos % PAGE) as usize;
-                Arc::make_mut(p)[s..s + n as usize].fill(0);
+                let s = in_page_offset(pos);
+                Arc::make_mut(p)[s..s + in_page_offset(n)].fill(0);
             }
             pos += n;
         }

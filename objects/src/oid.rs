@@ -14,6 +14,8 @@ use std::fmt;
 
 /// Size of a data object: 4 MiB.
 pub const OBJECT_SIZE: u64 = 4 << 20;
+/// [`OBJECT_SIZE`] as a buffer length.
+pub const OBJECT_BYTES: usize = 4 << 20;
 
 const INODE_BIT: u64 = 1 << 63;
 const META_BIT: u64 = 1 << 61;

@@ -27,8 +27,18 @@ pub struct AllocTable {
     chunks: Vec<Option<Chunk>>,
 }
 
+/// The index of entry `e` of chunk `c`. Chunks only exist for indexes that fit in a `u32`, so
+/// the casts are lossless.
+#[allow(clippy::cast_possible_truncation)]
+fn entry_index(c: usize, e: usize) -> u32 {
+    c as u32 * CHUNK_ENTRIES + e as u32
+}
+
 fn split(idx: u32) -> (usize, usize) {
-    ((idx / CHUNK_ENTRIES) as usize, (idx % CHUNK_ENTRIES) as usize)
+    (
+        (idx / CHUNK_ENTRIES) as usize,
+        (idx % CHUNK_ENTRIES) as usize,
+    )
 }
 
 impl AllocTable {
@@ -63,9 +73,10 @@ impl AllocTable {
     pub fn iter(&self) -> impl Iterator<Item = (u32, Vid)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             chunk.iter().flat_map(move |ch| {
-                ch.iter().enumerate().filter(|(_, v)| **v != 0).map(move |(e, v)| {
-                    (c as u32 * CHUNK_ENTRIES + e as u32, Vid(*v))
-                })
+                ch.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0)
+                    .map(move |(e, v)| (entry_index(c, e), Vid(*v)))
             })
         })
     }
@@ -79,9 +90,10 @@ impl AllocTable {
             .skip(first)
             .flat_map(move |(c, chunk)| {
                 chunk.iter().flat_map(move |ch| {
-                    ch.iter().enumerate().filter(|(_, v)| **v != 0).map(move |(e, v)| {
-                        (c as u32 * CHUNK_ENTRIES + e as u32, Vid(*v))
-                    })
+                    ch.iter()
+                        .enumerate()
+                        .filter(|(_, v)| **v != 0)
+                        .map(move |(e, v)| (entry_index(c, e), Vid(*v)))
                 })
             })
             .filter(move |(i, _)| *i >= from)
@@ -100,7 +112,7 @@ impl AllocTable {
     pub fn chunk_numbers(&self) -> Vec<u32> {
         (0..self.chunks.len())
             .filter(|&c| self.chunks[c].is_some())
-            .map(|c| c as u32)
+            .map(|c| entry_index(c, 0) / CHUNK_ENTRIES)
             .collect()
     }
 
@@ -116,7 +128,11 @@ impl AllocTable {
     }
 
     /// Writes the given chunks into the allocation object of `vid` (not synced).
-    pub fn store_chunks(store: &dyn ObjectStore, vid: Vid, chunks: &[(u32, Vec<u8>)]) -> Result<()> {
+    pub fn store_chunks(
+        store: &dyn ObjectStore,
+        vid: Vid,
+        chunks: &[(u32, Vec<u8>)],
+    ) -> Result<()> {
         for (c, bytes) in chunks {
             store.write(Oid::alloc(vid), u64::from(*c) * CHUNK_BYTES as u64, bytes)?;
         }
@@ -189,11 +205,17 @@ mod tests {
         for i in [0u32, 7, 1500, 70_000] {
             t.set(i, Vid(42));
         }
-        let chunks: Vec<(u32, Vec<u8>)> =
-            t.chunk_numbers().into_iter().map(|c| (c, t.chunk_bytes(c))).collect();
+        let chunks: Vec<(u32, Vec<u8>)> = t
+            .chunk_numbers()
+            .into_iter()
+            .map(|c| (c, t.chunk_bytes(c)))
+            .collect();
         AllocTable::store_chunks(&store, Vid(1), &chunks).unwrap();
         assert_eq!(AllocTable::load(&store, Vid(1), 1 << 24).unwrap(), t);
         assert!(AllocTable::load(&store, Vid(1), 100).is_err());
-        assert_eq!(AllocTable::load(&store, Vid(2), 10).unwrap(), AllocTable::new());
+        assert_eq!(
+            AllocTable::load(&store, Vid(2), 10).unwrap(),
+            AllocTable::new()
+        );
     }
 }

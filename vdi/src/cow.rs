@@ -171,7 +171,12 @@ impl Pool {
         self.ref_table(&table);
         let (old_vid, old_table, old_size, old_parent) = {
             let mut i = vdi.inner.lock();
-            let old = (i.vid(), std::mem::replace(&mut i.table, table.clone()), i.rec.size, i.rec.parent);
+            let old = (
+                i.vid(),
+                std::mem::replace(&mut i.table, table.clone()),
+                i.rec.size,
+                i.rec.parent,
+            );
             i.rec.vid = vid.0;
             i.rec.parent = Some(snap_vid.0);
             i.rec.size = snap_size;
@@ -182,7 +187,8 @@ impl Pool {
         };
         if let Err(e) = self.persist_table() {
             let mut i = vdi.inner.lock();
-            (i.rec.vid, i.table, i.rec.size, i.rec.parent) = (old_vid.0, old_table, old_size, old_parent);
+            (i.rec.vid, i.table, i.rec.size, i.rec.parent) =
+                (old_vid.0, old_table, old_size, old_parent);
             drop(i);
             for (idx, owner) in table.iter() {
                 self.drop_ref(Oid::data(owner, idx));
@@ -201,7 +207,14 @@ impl Pool {
     /// copy_file_range: whole objects at the same index in both files are shared
     /// copy-on-write, the rest is copied. The copy is point-in-time consistent: both VDIs are
     /// quiesced while it is made. Returns the bytes copied.
-    pub fn copy_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64> {
+    pub fn copy_range(
+        &self,
+        src: Ino,
+        src_off: u64,
+        dst: Ino,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
         let _ns = self.ns.lock();
         let svdi = self.vdi(src)?;
         let dvdi = self.vdi(dst)?;
@@ -230,12 +243,22 @@ impl Pool {
         self.copy_locked(&svdi, src_off, &dvdi, dst_off, len)
     }
 
-    fn copy_locked(&self, svdi: &Arc<Vdi>, soff: u64, dvdi: &Arc<Vdi>, doff: u64, len: u64) -> Result<u64> {
+    fn copy_locked(
+        &self,
+        svdi: &Arc<Vdi>,
+        soff: u64,
+        dvdi: &Arc<Vdi>,
+        doff: u64,
+        len: u64,
+    ) -> Result<u64> {
         let shared = self.shareable(svdi, soff, dvdi, doff, len);
         let Some((first, last)) = shared else {
             return self.copy_bytes(svdi, soff, dvdi, doff, len);
         };
-        let (a, b) = (u64::from(first) * OBJECT_SIZE, (u64::from(last) + 1) * OBJECT_SIZE);
+        let (a, b) = (
+            u64::from(first) * OBJECT_SIZE,
+            (u64::from(last) + 1) * OBJECT_SIZE,
+        );
         let end = soff + len;
         self.copy_bytes(svdi, soff, dvdi, doff, a.min(end) - soff)?;
         self.share_objects(svdi, dvdi, first, last)?;
@@ -252,7 +275,14 @@ impl Pool {
     }
 
     /// The range of object indexes that can be shared whole, if any.
-    fn shareable(&self, svdi: &Vdi, soff: u64, dvdi: &Vdi, doff: u64, len: u64) -> Option<(u32, u32)> {
+    fn shareable(
+        &self,
+        svdi: &Vdi,
+        soff: u64,
+        dvdi: &Vdi,
+        doff: u64,
+        len: u64,
+    ) -> Option<(u32, u32)> {
         if soff != doff {
             return None;
         }
@@ -262,18 +292,29 @@ impl Pool {
         let dst_size = dvdi.inner.lock().rec.size;
         // The last object may be shared whole when the copy reaches the source's end and the
         // destination holds nothing after it: past the source's end its object reads zeros.
-        let last_end = if end == src_size && dst_size <= end { end.div_ceil(OBJECT_SIZE) } else { end / OBJECT_SIZE };
+        let last_end = if end == src_size && dst_size <= end {
+            end.div_ceil(OBJECT_SIZE)
+        } else {
+            end / OBJECT_SIZE
+        };
         if last_end <= first {
             return None;
         }
-        Some((u32::try_from(first).ok()?, u32::try_from(last_end - 1).ok()?))
+        Some((
+            u32::try_from(first).ok()?,
+            u32::try_from(last_end - 1).ok()?,
+        ))
     }
 
     /// Points the destination's entries `first..=last` at the source's objects.
     fn share_objects(&self, svdi: &Vdi, dvdi: &Vdi, first: u32, last: u32) -> Result<()> {
         let needs_freeze = {
             let s = svdi.inner.lock();
-            !s.rec.snapshot && s.table.iter_from(first).take_while(|(i, _)| *i <= last).any(|(_, v)| v == s.vid())
+            !s.rec.snapshot
+                && s.table
+                    .iter_from(first)
+                    .take_while(|(i, _)| *i <= last)
+                    .any(|(_, v)| v == s.vid())
         };
         if needs_freeze {
             let old = self.freeze(svdi)?;
@@ -299,7 +340,7 @@ impl Pool {
 
     /// Copies bytes through a buffer; both gates are held by the caller.
     fn copy_bytes(&self, svdi: &Vdi, soff: u64, dvdi: &Vdi, doff: u64, len: u64) -> Result<u64> {
-        let mut buf = vec![0u8; OBJECT_SIZE as usize];
+        let mut buf = vec![0u8; sheep_objects::OBJECT_BYTES];
         let mut done = 0;
         for p in pieces(soff, len) {
             let n = usize::try_from(p.len).unwrap_or(buf.len());

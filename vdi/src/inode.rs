@@ -215,7 +215,9 @@ mod tests {
     #[test]
     fn a_corrupt_table_is_an_error_not_a_panic() {
         let store = MemStore::new();
-        store.put_atomic(TABLE_OID, b"garbage garbage garbage").unwrap();
+        store
+            .put_atomic(TABLE_OID, b"garbage garbage garbage")
+            .unwrap();
         assert!(matches!(load_table(&store), Err(Error::CorruptMeta { .. })));
     }
 

@@ -260,7 +260,10 @@ mod tests {
     fn pieces_split_at_object_boundaries() {
         let v: Vec<Piece> = pieces(OBJECT_SIZE - 10, 20).collect();
         assert_eq!(v.len(), 2);
-        assert_eq!((v[0].idx, v[0].off, v[0].len, v[0].pos), (0, OBJECT_SIZE - 10, 10, 0));
+        assert_eq!(
+            (v[0].idx, v[0].off, v[0].len, v[0].pos),
+            (0, OBJECT_SIZE - 10, 10, 0)
+        );
         assert_eq!((v[1].idx, v[1].off, v[1].len, v[1].pos), (1, 0, 10, 10));
         assert_eq!(pieces(0, 0).count(), 0);
         assert_eq!(pieces(0, 3 * OBJECT_SIZE).count(), 3);

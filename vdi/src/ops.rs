@@ -15,7 +15,12 @@ impl Pool {
     /// Picks a VDI id that no record uses and that owns no referenced object.
     /// The caller holds `ns`.
     pub(crate) fn alloc_vid(&self) -> Result<Vid> {
-        let used: HashSet<Vid> = self.vdis.read().values().map(|v| v.inner.lock().vid()).collect();
+        let used: HashSet<Vid> = self
+            .vdis
+            .read()
+            .values()
+            .map(|v| v.inner.lock().vid())
+            .collect();
         for _ in 0..Vid::MAX.0 {
             let mut n = self.next_vid.fetch_add(1, Ordering::SeqCst);
             if n == 0 || n > Vid::MAX.0 {
@@ -154,7 +159,9 @@ impl Pool {
         let snaps = self.snapshots_of(from);
         if let Ok(target) = self.ino_of(to) {
             if !self.snapshots_of(to).is_empty() {
-                return Err(Error::Busy(format!("{to} has snapshots; delete them first")));
+                return Err(Error::Busy(format!(
+                    "{to} has snapshots; delete them first"
+                )));
             }
             self.unlink_locked(target, to)?;
         }

@@ -140,7 +140,12 @@ impl Pool {
     /// Removes objects no table references: data objects, and allocation objects of VDI ids
     /// no record uses.
     fn collect_garbage(&self) -> Result<()> {
-        let live_vids: HashSet<Vid> = self.vdis.read().values().map(|v| v.inner.lock().vid()).collect();
+        let live_vids: HashSet<Vid> = self
+            .vdis
+            .read()
+            .values()
+            .map(|v| v.inner.lock().vid())
+            .collect();
         let mut removed = Vec::new();
         for oid in self.store.list()? {
             let garbage = match oid.kind() {
@@ -163,7 +168,9 @@ impl Pool {
     /// Every VDI and snapshot visible in the mount, sorted by name.
     pub fn list(&self) -> Vec<VdiAttr> {
         let inos: Vec<Ino> = self.names.read().values().copied().collect();
-        inos.into_iter().filter_map(|i| self.getattr(i).ok()).collect()
+        inos.into_iter()
+            .filter_map(|i| self.getattr(i).ok())
+            .collect()
     }
 
     /// Looks a VDI up by its mount name (`name` or `name@tag`).
@@ -261,7 +268,9 @@ impl Pool {
         let (vid, objects, chunks, rec_dirty) = {
             let mut inner = vdi.inner.lock();
             let objects: Vec<Oid> = inner.dirty_objects.drain().collect();
-            let chunk_nos: Vec<u32> = std::mem::take(&mut inner.dirty_chunks).into_iter().collect();
+            let chunk_nos: Vec<u32> = std::mem::take(&mut inner.dirty_chunks)
+                .into_iter()
+                .collect();
             let chunks: Vec<(u32, Vec<u8>)> = chunk_nos
                 .into_iter()
                 .map(|c| (c, inner.table.chunk_bytes(c)))
@@ -277,7 +286,13 @@ impl Pool {
         result
     }
 
-    fn flush_parts(&self, vid: Vid, objects: &[Oid], chunks: &[(u32, Vec<u8>)], rec_dirty: bool) -> Result<()> {
+    fn flush_parts(
+        &self,
+        vid: Vid,
+        objects: &[Oid],
+        chunks: &[(u32, Vec<u8>)],
+        rec_dirty: bool,
+    ) -> Result<()> {
         self.store.sync(objects)?;
         if !chunks.is_empty() {
             AllocTable::store_chunks(&*self.store, vid, chunks)?;

@@ -1,5 +1,6 @@
 //! Reference-model property test: random sequences of VDI operations against a plain
 //! in-memory model where every VDI is a `Vec<u8>`.
+#![allow(clippy::cast_possible_truncation)] // Test sizes are small.
 
 use proptest::prelude::*;
 use sheep_objects::{MemStore, ObjectStore};
@@ -12,16 +13,48 @@ const MAX: u64 = 3 * OBJ;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { v: usize, off: u64, len: u64, byte: u8 },
-    Discard { v: usize, off: u64, len: u64 },
-    Snapshot { v: usize, tag: u8 },
-    Clone { v: usize },
-    CopyWhole { v: usize },
-    CopyRange { s: usize, d: usize, soff: u64, doff: u64, len: u64 },
-    Rollback { v: usize, s: usize },
-    Delete { v: usize },
-    Resize { v: usize, size: u64 },
-    Flush { v: usize },
+    Write {
+        v: usize,
+        off: u64,
+        len: u64,
+        byte: u8,
+    },
+    Discard {
+        v: usize,
+        off: u64,
+        len: u64,
+    },
+    Snapshot {
+        v: usize,
+        tag: u8,
+    },
+    Clone {
+        v: usize,
+    },
+    CopyWhole {
+        v: usize,
+    },
+    CopyRange {
+        s: usize,
+        d: usize,
+        soff: u64,
+        doff: u64,
+        len: u64,
+    },
+    Rollback {
+        v: usize,
+        s: usize,
+    },
+    Delete {
+        v: usize,
+    },
+    Resize {
+        v: usize,
+        size: u64,
+    },
+    Flush {
+        v: usize,
+    },
     Reclaim,
     Reopen,
 }
@@ -60,7 +93,11 @@ struct Model {
 
 impl Model {
     fn pick(&self, i: usize, snapshots: bool) -> Option<String> {
-        let names: Vec<&String> = self.vdis.keys().filter(|n| snapshots || !n.contains('@')).collect();
+        let names: Vec<&String> = self
+            .vdis
+            .keys()
+            .filter(|n| snapshots || !n.contains('@'))
+            .collect();
         (!names.is_empty()).then(|| names[i % names.len()].clone())
     }
 }
@@ -72,7 +109,9 @@ fn u(x: u64) -> usize {
 fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
     match op {
         Op::Write { v, off, len, byte } => {
-            let Some(name) = m.pick(*v, false) else { return };
+            let Some(name) = m.pick(*v, false) else {
+                return;
+            };
             let end = (off + len).min(MAX);
             if end <= *off {
                 return;
@@ -87,7 +126,9 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
             d[u(*off)..u(end)].fill(*byte);
         }
         Op::Discard { v, off, len } => {
-            let Some(name) = m.pick(*v, false) else { return };
+            let Some(name) = m.pick(*v, false) else {
+                return;
+            };
             let ino = pool.lookup(&name).unwrap().ino;
             pool.discard(ino, *off, *len).unwrap();
             let d = m.vdis.get_mut(&name).unwrap();
@@ -97,7 +138,9 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
             }
         }
         Op::Snapshot { v, tag } => {
-            let Some(name) = m.pick(*v, false) else { return };
+            let Some(name) = m.pick(*v, false) else {
+                return;
+            };
             let full = format!("{name}@t{tag}");
             let r = pool.snapshot(&name, &format!("t{tag}"));
             if m.vdis.contains_key(&full) {
@@ -126,10 +169,20 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
             let data = m.vdis[&src].clone();
             m.vdis.insert(dst, data);
         }
-        Op::CopyRange { s, d, soff, doff, len } => {
-            let (Some(src), Some(dst)) = (m.pick(*s, true), m.pick(*d, false)) else { return };
+        Op::CopyRange {
+            s,
+            d,
+            soff,
+            doff,
+            len,
+        } => {
+            let (Some(src), Some(dst)) = (m.pick(*s, true), m.pick(*d, false)) else {
+                return;
+            };
             let sdata = m.vdis[&src].clone();
-            let len = (*len).min((sdata.len() as u64).saturating_sub(*soff)).min(MAX - doff);
+            let len = (*len)
+                .min((sdata.len() as u64).saturating_sub(*soff))
+                .min(MAX - doff);
             let si = pool.lookup(&src).unwrap().ino;
             let di = pool.lookup(&dst).unwrap().ino;
             if si == di && *soff < doff + len && *doff < soff + len {
@@ -147,8 +200,15 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
             dd[u(*doff)..u(doff + len)].copy_from_slice(&sdata[u(*soff)..u(soff + len)]);
         }
         Op::Rollback { v, s } => {
-            let Some(name) = m.pick(*v, false) else { return };
-            let snaps: Vec<String> = m.vdis.keys().filter(|k| k.starts_with(&format!("{name}@"))).cloned().collect();
+            let Some(name) = m.pick(*v, false) else {
+                return;
+            };
+            let snaps: Vec<String> = m
+                .vdis
+                .keys()
+                .filter(|k| k.starts_with(&format!("{name}@")))
+                .cloned()
+                .collect();
             if snaps.is_empty() {
                 return;
             }
@@ -164,9 +224,18 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
             m.vdis.remove(&name);
         }
         Op::Resize { v, size } => {
-            let Some(name) = m.pick(*v, false) else { return };
+            let Some(name) = m.pick(*v, false) else {
+                return;
+            };
             let ino = pool.lookup(&name).unwrap().ino;
-            pool.setattr(ino, SetAttr { size: Some(*size), ..Default::default() }).unwrap();
+            pool.setattr(
+                ino,
+                SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             m.vdis.get_mut(&name).unwrap().resize(u(*size), 0);
         }
         Op::Flush { v } => {
@@ -193,7 +262,11 @@ fn must_match(pool: &Pool, m: &Model) {
         let mut buf = vec![0xeeu8; data.len()];
         assert_eq!(pool.read(a.ino, 0, &mut buf).unwrap(), data.len());
         if &buf != data {
-            let at = buf.iter().zip(data.iter()).position(|(a, b)| a != b).unwrap();
+            let at = buf
+                .iter()
+                .zip(data.iter())
+                .position(|(a, b)| a != b)
+                .unwrap();
             panic!("{name} differs at {at}: got {} want {}", buf[at], data[at]);
         }
     }
