@@ -91,7 +91,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
             max_write: max_write_allowed(MAX_WRITE),
-            parallel_direct_writes: true,
+            parallel_direct_writes: false,
         }
     }
 }

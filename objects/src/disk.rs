@@ -29,13 +29,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MARKER: &str = "sheepfs-store v1\n";
-const FD_CACHE: usize = 512;
+/// Open descriptors kept, spread over [`FD_SHARDS`] independently locked shards.
+const FD_CACHE: usize = 1024;
+const FD_SHARDS: usize = 16;
 const COPY_CHUNK: usize = 1 << 20;
 
 /// Objects as sparse files under a directory.
 pub struct DiskStore {
     root: PathBuf,
-    fds: Mutex<LruCache<Oid, Arc<File>>>,
+    fds: Box<[Mutex<LruCache<Oid, Arc<File>>>]>,
     /// Directories whose entries changed since the last sync.
     dirty_dirs: Mutex<HashSet<PathBuf>>,
 }
@@ -60,9 +62,13 @@ impl DiskStore {
         }
         let store = DiskStore {
             root: root.to_path_buf(),
-            fds: Mutex::new(LruCache::new(
-                NonZeroUsize::new(FD_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            fds: (0..FD_SHARDS)
+                .map(|_| {
+                    Mutex::new(LruCache::new(
+                        NonZeroUsize::new(FD_CACHE / FD_SHARDS).unwrap_or(NonZeroUsize::MIN),
+                    ))
+                })
+                .collect(),
             dirty_dirs: Mutex::new(HashSet::new()),
         };
         store.remove_temporaries()?;
@@ -72,6 +78,11 @@ impl DiskStore {
     /// The directory holding the store.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn fds(&self, oid: Oid) -> &Mutex<LruCache<Oid, Arc<File>>> {
+        let h = oid.0 ^ (oid.0 >> 32) ^ (oid.0 >> 17);
+        &self.fds[usize::try_from(h % FD_SHARDS as u64).unwrap_or(0)]
     }
 
     fn dir_of(&self, oid: Oid) -> PathBuf {
@@ -85,7 +96,7 @@ impl DiskStore {
 
     /// Returns the cached descriptor of an object, opening (and with `create`, creating) it.
     fn file(&self, oid: Oid, create: bool) -> Result<Arc<File>> {
-        if let Some(f) = self.fds.lock().get(&oid) {
+        if let Some(f) = self.fds(oid).lock().get(&oid) {
             return Ok(f.clone());
         }
         let path = self.path_of(oid);
@@ -96,7 +107,7 @@ impl DiskStore {
             Err(e) => return Err(Error::io(oid, e)),
         };
         let file = Arc::new(file);
-        self.fds.lock().put(oid, file.clone());
+        self.fds(oid).lock().put(oid, file.clone());
         Ok(file)
     }
 
@@ -243,7 +254,7 @@ impl ObjectStore for DiskStore {
     }
 
     fn remove(&self, oid: Oid) -> Result<()> {
-        self.fds.lock().pop(&oid);
+        self.fds(oid).lock().pop(&oid);
         match fs::remove_file(self.path_of(oid)) {
             Ok(()) => {
                 self.dirty_dirs.lock().insert(self.dir_of(oid));
@@ -255,7 +266,7 @@ impl ObjectStore for DiskStore {
     }
 
     fn exists(&self, oid: Oid) -> Result<bool> {
-        if self.fds.lock().contains(&oid) {
+        if self.fds(oid).lock().contains(&oid) {
             return Ok(true);
         }
         Ok(self.path_of(oid).exists())
@@ -326,7 +337,7 @@ impl ObjectStore for DiskStore {
         fs::create_dir_all(&dir).map_err(|e| Error::io(oid, e))?;
         let tmp = path.with_extension("tmp");
         write_durably(&tmp, data).map_err(|e| Error::io(oid, e))?;
-        self.fds.lock().pop(&oid);
+        self.fds(oid).lock().pop(&oid);
         fs::rename(&tmp, &path).map_err(|e| Error::io(oid, e))?;
         sync_dir(&dir).map_err(|e| Error::io(oid, e))?;
         sync_dir(&self.root.join("obj")).map_err(|e| Error::io(oid, e))

@@ -16,9 +16,11 @@ pub mod inode;
 mod io;
 mod ops;
 pub mod pool;
+mod reclaim;
 mod refs;
 mod vdi;
 
 pub use attr::{CreateOpts, Ino, SetAttr, Time, VdiAttr};
 pub use error::{Error, Result};
 pub use pool::{Pool, PoolConfig, PoolStats, MAX_VDI_SIZE};
+pub use reclaim::Reclaimer;
