@@ -55,7 +55,9 @@ impl NodeService {
 
     fn create(&self, name: &str, size: u64, copies: Option<u8>) -> Result<Reply, Error> {
         if let Some(c) = copies.filter(|c| !(1..=MAX_COPIES).contains(c)) {
-            return Err(Error::Invalid(format!("copies {c} is not in 1..={MAX_COPIES}")));
+            return Err(Error::Invalid(format!(
+                "copies {c} is not in 1..={MAX_COPIES}"
+            )));
         }
         let opts = CreateOpts {
             copies,
@@ -145,7 +147,8 @@ impl NodeService {
                 Ok(Reply::Done)
             }
             Request::VdiClone { src, tag, dst } => {
-                self.pool.clone_vdi(&full_name(&src, tag.as_deref())?, &dst)?;
+                self.pool
+                    .clone_vdi(&full_name(&src, tag.as_deref())?, &dst)?;
                 self.forget_name(&dst);
                 Ok(Reply::Done)
             }

@@ -14,7 +14,8 @@ pub fn to_system_time(t: Time) -> SystemTime {
         Ok(secs) => UNIX_EPOCH.checked_add(Duration::from_secs(secs)),
         Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs())),
     };
-    base.and_then(|b| b.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
+    base.and_then(|b| b.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// Converts a `SystemTime` to a stored time (times before 1970 included).
@@ -29,7 +30,10 @@ pub fn from_system_time(t: SystemTime) -> Time {
             let d = e.duration();
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
             if d.subsec_nanos() == 0 {
-                Time { secs: -secs, nsecs: 0 }
+                Time {
+                    secs: -secs,
+                    nsecs: 0,
+                }
             } else {
                 Time {
                     secs: -secs - 1,
@@ -158,7 +162,10 @@ mod tests {
                 secs: -1,
                 nsecs: 500_000_000,
             },
-            Time { secs: -86_400, nsecs: 0 },
+            Time {
+                secs: -86_400,
+                nsecs: 0,
+            },
         ] {
             assert_eq!(from_system_time(to_system_time(t)), t);
         }

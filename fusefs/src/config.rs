@@ -68,7 +68,10 @@ impl DaemonConfig {
             return Err(config_err("--copies", format!("must be 1..={MAX_COPIES}")));
         }
         if !(1..=MAX_THREADS).contains(&self.threads) {
-            return Err(config_err("--threads", format!("must be 1..={MAX_THREADS}")));
+            return Err(config_err(
+                "--threads",
+                format!("must be 1..={MAX_THREADS}"),
+            ));
         }
         if self.cluster.is_empty() || self.cluster.len() > 64 {
             return Err(config_err("--cluster", "must be 1 to 64 bytes"));
@@ -114,9 +117,18 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         for c in [
-            DaemonConfig { copies: 0, ..valid() },
-            DaemonConfig { copies: 32, ..valid() },
-            DaemonConfig { threads: 0, ..valid() },
+            DaemonConfig {
+                copies: 0,
+                ..valid()
+            },
+            DaemonConfig {
+                copies: 32,
+                ..valid()
+            },
+            DaemonConfig {
+                threads: 0,
+                ..valid()
+            },
             DaemonConfig {
                 cluster: String::new(),
                 ..valid()
@@ -125,6 +137,11 @@ mod tests {
         ] {
             assert!(c.validate().is_err(), "{c:?}");
         }
-        assert!(DaemonConfig { copies: 31, ..valid() }.validate().is_ok());
+        assert!(DaemonConfig {
+            copies: 31,
+            ..valid()
+        }
+        .validate()
+        .is_ok());
     }
 }

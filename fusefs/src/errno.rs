@@ -63,7 +63,10 @@ mod tests {
         let cases = [
             (Error::NotFound("a".into()), libc::ENOENT),
             (Error::Exists("a".into()), libc::EEXIST),
-            (Error::InvalidName("a/b".into(), "contains '/'"), libc::EINVAL),
+            (
+                Error::InvalidName("a/b".into(), "contains '/'"),
+                libc::EINVAL,
+            ),
             (Error::Invalid("offset".into()), libc::EINVAL),
             (Error::ReadOnly("a@t".into()), libc::EROFS),
             (Error::Busy("a".into()), libc::EBUSY),

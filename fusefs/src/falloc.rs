@@ -62,7 +62,10 @@ mod tests {
     fn plain_preallocation_grows_only_past_the_end() {
         assert_eq!(plan(0, 0, 8 * MIB, 4 * MIB).unwrap().grow_to, Some(8 * MIB));
         assert_eq!(plan(0, 0, MIB, 4 * MIB).unwrap(), FallocPlan::default());
-        assert_eq!(plan(KEEP_SIZE, 0, 8 * MIB, MIB).unwrap(), FallocPlan::default());
+        assert_eq!(
+            plan(KEEP_SIZE, 0, 8 * MIB, MIB).unwrap(),
+            FallocPlan::default()
+        );
     }
 
     #[test]

@@ -1,12 +1,46 @@
-//! The node's identity, kept in `<store>/node_id` across restarts.
+//! The node's hold on its store: the store lock and the node id kept in `<store>/node_id`.
 
 use crate::error::{Error, Result};
+use nix::fcntl::{Flock, FlockArg};
 use sheep_p2p::NodeId;
+use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 /// Name of the file holding the node id inside the store.
 pub const NODE_ID_FILE: &str = "node_id";
+
+/// Name of the lock file inside the store.
+pub const LOCK_FILE: &str = "sheepfs.lock";
+
+/// An exclusive lock on a store directory, held for the life of the daemon.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+/// Locks `store` so that no second daemon opens it; fails at once if another holds it.
+pub fn lock_store(store: &Path) -> Result<StoreLock> {
+    let path = store.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            what: "cannot open the store lock",
+            path: path.clone(),
+            source,
+        })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(StoreLock { _lock: lock }),
+        Err((_, errno)) => Err(Error::Io {
+            what: "the store is in use by another sheepfs (lock held on)",
+            path,
+            source: errno.into(),
+        }),
+    }
+}
 
 /// Returns the node id kept in `store`, creating and persisting a random one the first time.
 pub fn load_or_create_node_id(store: &Path) -> Result<NodeId> {
@@ -38,6 +72,16 @@ pub fn load_or_create_node_id(store: &Path) -> Result<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_can_be_locked_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_store(dir.path()).unwrap();
+        let err = lock_store(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use"), "{err}");
+        drop(lock);
+        assert!(lock_store(dir.path()).is_ok());
+    }
 
     #[test]
     fn the_node_id_survives_a_restart() {

@@ -41,7 +41,9 @@ fn unescape(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
                 let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -91,7 +93,10 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
         )));
     }
     let canonical = absolute.canonicalize().map_err(|e| {
-        fail(format!("{e}; create it first (mkdir -p {})", absolute.display()))
+        fail(format!(
+            "{e}; create it first (mkdir -p {})",
+            absolute.display()
+        ))
     })?;
     if let Some(m) = find_mount(&mount_table()?, &canonical) {
         return Err(fail(format!("{} is already mounted there", m.fs_type)));
@@ -101,7 +106,9 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     }
     let mut entries = std::fs::read_dir(&canonical).map_err(|e| fail(e.to_string()))?;
     if entries.next().is_some() {
-        return Err(fail("the directory is not empty; use an empty directory".into()));
+        return Err(fail(
+            "the directory is not empty; use an empty directory".into(),
+        ));
     }
     Ok(canonical)
 }
@@ -152,7 +159,9 @@ garbage line
     #[test]
     fn a_mounted_directory_is_refused() {
         // `/proc` is a mount point on every Linux system.
-        let err = check_mountpoint(Path::new("/proc")).unwrap_err().to_string();
+        let err = check_mountpoint(Path::new("/proc"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already mounted"), "{err}");
     }
 }

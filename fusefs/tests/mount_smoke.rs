@@ -16,7 +16,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Returns false (after a loud message) when this machine cannot run a real mount.
 fn fuse_available() -> bool {
-    let missing = match (nix::unistd::geteuid().is_root(), Path::new("/dev/fuse").exists()) {
+    let missing = match (
+        nix::unistd::geteuid().is_root(),
+        Path::new("/dev/fuse").exists(),
+    ) {
         (true, true) => return true,
         (false, _) => "root",
         (true, false) => "/dev/fuse",
@@ -68,7 +71,10 @@ impl Daemon {
             assert!(Instant::now() < deadline, "sheepfs did not mount in time");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(self.socket.exists(), "the admin socket is missing once mounted");
+        assert!(
+            self.socket.exists(),
+            "the admin socket is missing once mounted"
+        );
     }
 
     fn must_stop(mut self) -> ExitStatus {

@@ -146,6 +146,12 @@ impl Pool {
 
     /// Renames atomically, replacing `to` if it exists. Snapshots move with their VDI.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.rename_with(from, to, true)
+    }
+
+    /// Renames atomically; an existing `to` is replaced if `replace`, else the rename fails
+    /// with [`Error::Exists`] (`RENAME_NOREPLACE`).
+    pub fn rename_with(&self, from: &str, to: &str, replace: bool) -> Result<()> {
         check_name(to)?;
         let _ns = self.ns.lock();
         let ino = self.ino_of(from)?;
@@ -158,6 +164,9 @@ impl Pool {
         }
         let snaps = self.snapshots_of(from);
         if let Ok(target) = self.ino_of(to) {
+            if !replace {
+                return Err(Error::Exists(to.to_owned()));
+            }
             if !self.snapshots_of(to).is_empty() {
                 return Err(Error::Busy(format!(
                     "{to} has snapshots; delete them first"

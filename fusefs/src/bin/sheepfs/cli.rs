@@ -103,9 +103,24 @@ mod tests {
     #[test]
     fn every_option_is_parsed() {
         let c = parse(&[
-            "/m", "--store", "/s", "--admin-socket", "/a.sock", "--no-mdns", "--peer",
-            "10.0.0.1:7000", "--peer", "10.0.0.2:7000", "--listen", "0.0.0.0:7000",
-            "--copies", "2", "--cluster", "lab", "--threads", "8",
+            "/m",
+            "--store",
+            "/s",
+            "--admin-socket",
+            "/a.sock",
+            "--no-mdns",
+            "--peer",
+            "10.0.0.1:7000",
+            "--peer",
+            "10.0.0.2:7000",
+            "--listen",
+            "0.0.0.0:7000",
+            "--copies",
+            "2",
+            "--cluster",
+            "lab",
+            "--threads",
+            "8",
         ])
         .unwrap();
         assert_eq!(c.store, PathBuf::from("/s"));
@@ -134,8 +149,16 @@ mod tests {
     fn help_documents_every_option() {
         let help = Cli::command().render_long_help().to_string();
         for opt in [
-            "--store", "--admin-socket", "--no-mdns", "--peer", "--listen", "--copies",
-            "--cluster", "--threads", "MOUNTPOINT", "RUST_LOG",
+            "--store",
+            "--admin-socket",
+            "--no-mdns",
+            "--peer",
+            "--listen",
+            "--copies",
+            "--cluster",
+            "--threads",
+            "MOUNTPOINT",
+            "RUST_LOG",
         ] {
             assert!(help.contains(opt), "{opt} missing from --help");
         }

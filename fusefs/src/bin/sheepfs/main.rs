@@ -23,7 +23,7 @@ use sheep_admin::AdminService;
 use sheep_fusefs::admin::{NodeIdentity, NodeService};
 use sheep_fusefs::config::DaemonConfig;
 use sheep_fusefs::fuse::{mount_config, FsOptions, SheepFs};
-use sheep_fusefs::identity::load_or_create_node_id;
+use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
 use sheep_fusefs::mountpoint::check_mountpoint;
 use sheep_objects::{DiskStore, ObjectStore};
 use sheep_vdi::{Pool, PoolConfig};
@@ -132,8 +132,8 @@ fn flush(pool: &Pool) {
 fn run(config: DaemonConfig) -> anyhow::Result<()> {
     config.validate()?;
     log_unused_discovery_options(&config);
-    let (pool, node) = open_pool(&config)?;
     let mountpoint = check_mountpoint(&config.mountpoint)?;
+    let (_store_lock, pool, node) = open_pool(&config)?;
     let node = NodeIdentity {
         mount: mountpoint.clone(),
         ..node
@@ -205,11 +205,12 @@ fn log_unused_discovery_options(config: &DaemonConfig) {
     }
 }
 
-/// Opens (or creates) the store, its node id and the pool.
-fn open_pool(config: &DaemonConfig) -> anyhow::Result<(Arc<Pool>, NodeIdentity)> {
+/// Locks and opens (or creates) the store, its node id and the pool.
+fn open_pool(config: &DaemonConfig) -> anyhow::Result<(StoreLock, Arc<Pool>, NodeIdentity)> {
     let dir = &config.store;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+    let lock = lock_store(dir)?;
     let node_id = load_or_create_node_id(dir)?;
     let store = DiskStore::open(dir)
         .with_context(|| format!("cannot open the object store in {}", dir.display()))?;
@@ -226,7 +227,7 @@ fn open_pool(config: &DaemonConfig) -> anyhow::Result<(Arc<Pool>, NodeIdentity)>
         mount: PathBuf::new(),
         cluster: config.cluster.clone(),
     };
-    Ok((Arc::new(pool), node))
+    Ok((lock, Arc::new(pool), node))
 }
 
 /// Installs the SIGINT/SIGTERM handlers; the first signal stops, the second forces.
