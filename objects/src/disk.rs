@@ -34,10 +34,13 @@ const FD_CACHE: usize = 1024;
 const FD_SHARDS: usize = 16;
 const COPY_CHUNK: usize = 1 << 20;
 
+/// One independently locked part of the descriptor cache.
+type FdShard = Mutex<LruCache<Oid, Arc<File>>>;
+
 /// Objects as sparse files under a directory.
 pub struct DiskStore {
     root: PathBuf,
-    fds: Box<[Mutex<LruCache<Oid, Arc<File>>>]>,
+    fds: Box<[FdShard]>,
     /// Directories whose entries changed since the last sync.
     dirty_dirs: Mutex<HashSet<PathBuf>>,
 }
@@ -80,7 +83,7 @@ impl DiskStore {
         &self.root
     }
 
-    fn fds(&self, oid: Oid) -> &Mutex<LruCache<Oid, Arc<File>>> {
+    fn fds(&self, oid: Oid) -> &FdShard {
         let h = oid.0 ^ (oid.0 >> 32) ^ (oid.0 >> 17);
         &self.fds[usize::try_from(h % FD_SHARDS as u64).unwrap_or(0)]
     }
