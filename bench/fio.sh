@@ -153,7 +153,7 @@ row() { # row LABEL JOB JQ-EXPR
     line="| $label |"
     for t in "${targets[@]}"; do
         v=$(metric "$t-$job" "$expr")
-        line+=" $(printf '%.1f' "$v") |"
+        if [ -f "$work/json/$t-$job.json" ]; then line+=" $(printf '%.1f' "$v") |"; else line+=" — |"; fi
         [ "$t" = local ] && base=$v
     done
     line+=" $(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }') |"
@@ -202,7 +202,9 @@ if [ "$do_copy" = 1 ]; then
 fi
 
 # ---- dbench on ext4 over a loop device ------------------------------------------------------
-dbench_on() { # dbench_on TARGET FILE -> MB/s
+# Runs dbench on ext4 over a loop device on file $2; sets dbench_mbs (MB/s). Not run in $(…):
+# the loop device and mount must reach the arrays that cleanup releases.
+dbench_on() { # dbench_on TARGET FILE
     local target=$1 img=$2 dev dir=$work/ext4/$1
     truncate -s "$DBENCH_SIZE" "$img"
     dev=$(losetup -f --show "$img")
@@ -210,15 +212,18 @@ dbench_on() { # dbench_on TARGET FILE -> MB/s
     mkfs.ext4 -q -F "$dev"
     mkdir -p "$dir"
     mount "$dev" "$dir"
-    mounts+=("$dir")
-    dbench -s -S -t "$DBENCH_TIME" -D "$dir" 4 >"$work/dbench-$target.txt" 2>&1
-    awk '/Throughput/ { print $2 }' "$work/dbench-$target.txt"
+    mounts=("$dir" "${mounts[@]}")
+    dbench -s -S -t "$DBENCH_TIME" -D "$dir" 4 >"$work/dbench-$target.txt" 2>&1 \
+        || { tail -n 20 "$work/dbench-$target.txt" >&2; die "dbench failed on $target"; }
+    dbench_mbs=$(awk '/Throughput/ { print $2 }' "$work/dbench-$target.txt")
 }
 if [ "$do_dbench" = 1 ]; then
     log "dbench: local"
-    db_local=$(dbench_on local "$work/local/ext4.img")
+    dbench_on local "$work/local/ext4.img"
+    db_local=$dbench_mbs
     log "dbench: sheepfs"
-    db_sheep=$(dbench_on sheepfs "$mnt/ext4.img")
+    dbench_on sheepfs "$mnt/ext4.img"
+    db_sheep=$dbench_mbs
 fi
 
 hwm=$(awk '/^VmHWM/ { print $2, $3 }' "/proc/$pid/status")
@@ -229,4 +234,5 @@ if [ "$do_dbench" = 1 ]; then
         "local $db_local MB/s, sheepfs $db_sheep MB/s"
 fi
 echo "* sheepfs peak RSS (VmHWM) after the run: $hwm"
-echo "* sheepfs: $("$SHEEPFS" --version 2>/dev/null || echo "$SHEEPFS"), fio $(fio --version), kernel $(uname -r)"
+rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+echo "* sheepfs: $SHEEPFS (source $rev), $(fio --version), kernel $(uname -r)"

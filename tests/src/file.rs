@@ -7,6 +7,12 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+/// Size of a data object of a VDI, in bytes.
+pub const OBJECT_SIZE: u64 = 4 << 20;
+
+/// One mebibyte, for readable offsets.
+pub const MIB: u64 = 1 << 20;
+
 /// Returns `len` pseudo-random bytes determined by `seed` (SplitMix64).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;

@@ -4,11 +4,12 @@
 //! It owns [`Node`] (one daemon and its mount, stopped or killed on drop), [`require`] (the
 //! prerequisite gate: a failure under `CI=true`, a loud skip elsewhere), [`bin`], the command
 //! helpers ([`must_run`], [`must_qemu_io`]), the [`LoopDev`] and [`MountGuard`] guards, and the
-//! file helpers in [`file`]. It depends on no other crate of the workspace: it talks to the
+//! file helpers in [`mod@file`]. It depends on no other crate of the workspace: it talks to the
 //! binaries only through their command lines and the mount, as a user would.
 //!
 //! Every resource a test creates (process, mount, loop device, temporary directory) is released
 //! by a guard, by PID or by path, also when the test panics.
+#![warn(missing_docs)]
 
 pub mod cmd;
 pub mod env;
@@ -18,11 +19,6 @@ pub mod node;
 
 pub use cmd::{must_qemu_io, must_run, run};
 pub use env::{bin, in_ci, require};
+pub use file::{MIB, OBJECT_SIZE};
 pub use guard::{ChildGuard, LoopDev, MountGuard};
 pub use node::{Node, StoreDir};
-
-/// Size of a data object of a VDI, in bytes.
-pub const OBJECT_SIZE: u64 = 4 << 20;
-
-/// One mebibyte, for readable offsets.
-pub const MIB: u64 = 1 << 20;

@@ -170,8 +170,26 @@ impl Node {
     }
 
     /// Stops the daemon with SIGTERM; asserts that it exits 0 within 30 s and unmounts.
+    ///
+    /// The test must have closed every file it opened on the mount: an open file keeps the
+    /// mount busy, so it cannot be unmounted.
     pub fn stop(mut self) -> StoreDir {
+        let open = open_files_under(&self.mount);
+        assert!(
+            open.is_empty(),
+            "close these files before Node::stop(): {open:?}"
+        );
         self.signal(Signal::SIGTERM);
+        self.must_exit_cleanly()
+    }
+
+    /// Waits for a daemon that was already signalled to exit by itself (no further signal);
+    /// asserts that it exits 0 within 30 s and unmounts.
+    pub fn wait_stopped(mut self) -> StoreDir {
+        self.must_exit_cleanly()
+    }
+
+    fn must_exit_cleanly(&mut self) -> StoreDir {
         let status = self.must_wait_exit();
         assert!(
             status.success(),
@@ -277,6 +295,17 @@ fn spawn_daemon(mount: &Path, store: &Path, socket: &Path, log: &Path, extra: &[
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin("sheepfs").display()))
+}
+
+/// Returns the files under `dir` that this process holds open.
+pub fn open_files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .collect()
 }
 
 /// Detaches `mount` lazily (`umount -l`), ignoring failures.

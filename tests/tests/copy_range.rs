@@ -10,7 +10,9 @@ use std::thread;
 use std::time::Duration;
 
 use sheep_tests::file::{allocated, assert_same_bytes, len, must_create, must_fsync};
-use sheep_tests::file::{must_metadata, must_open_direct, must_pread_direct, must_pwrite};
+use sheep_tests::file::{
+    must_metadata, must_open_direct, must_open_rw, must_pread_direct, must_pwrite,
+};
 use sheep_tests::file::{must_read_all_direct, pattern, utf8, AlignedBuf};
 use sheep_tests::{must_run, require, Node, MIB, OBJECT_SIZE};
 
@@ -20,15 +22,15 @@ const SRC_SIZE: u64 = 32 * MIB;
 /// Bytes of data at the start of the source.
 const SRC_DATA: u64 = 3 * OBJECT_SIZE;
 
-/// Writes the source volume (3 objects of pattern, sparse up to `SRC_SIZE`), fsynced. Returns
-/// the open file and its expected content.
-fn must_make_source(path: &Path) -> (File, Vec<u8>) {
+/// Writes the source volume (3 objects of pattern, sparse up to `SRC_SIZE`), fsynced and closed.
+/// Returns its expected content.
+fn must_make_source(path: &Path) -> Vec<u8> {
     let file = must_create(path, SRC_SIZE);
     let mut model = vec![0; len(SRC_SIZE)];
     model[..len(SRC_DATA)].copy_from_slice(&pattern(7, len(SRC_DATA)));
     must_pwrite(&file, 0, &model[..len(SRC_DATA)]);
     must_fsync(&file);
-    (file, model)
+    model
 }
 
 /// Copies the first `n` bytes of `src` to `dst` with copy_file_range, looping on short copies.
@@ -84,7 +86,7 @@ fn copy_file_range_of_a_whole_volume_makes_an_equal_sparse_file() {
         return;
     }
     let node = Node::start();
-    let (_src, model) = must_make_source(&node.path("src"));
+    let model = must_make_source(&node.path("src"));
     drop(must_copy_file(&node.path("src"), &node.path("dst")));
     assert_eq!(must_metadata(&node.path("dst")).len(), SRC_SIZE);
     assert_same_bytes(&must_read_all_direct(&node.path("dst")), &model, 0, "copy");
@@ -102,7 +104,8 @@ fn copies_made_by_copy_file_range_diverge_independently() {
         return;
     }
     let node = Node::start();
-    let (src, mut src_model) = must_make_source(&node.path("src"));
+    let mut src_model = must_make_source(&node.path("src"));
+    let src = must_open_rw(&node.path("src"));
     let dst = must_copy_file(&node.path("src"), &node.path("dst"));
     let mut dst_model = src_model.clone();
     let (src_write, dst_write) = (pattern(70, 4096), pattern(71, 6000));
@@ -127,6 +130,7 @@ fn copies_made_by_copy_file_range_diverge_independently() {
         0,
         "copy",
     );
+    drop((src, dst));
     node.stop();
 }
 
@@ -136,9 +140,8 @@ fn deleting_the_source_of_a_copy_leaves_the_copy_intact() {
         return;
     }
     let node = Node::start();
-    let (src, model) = must_make_source(&node.path("src"));
+    let model = must_make_source(&node.path("src"));
     drop(must_copy_file(&node.path("src"), &node.path("dst")));
-    drop(src);
     std::fs::remove_file(node.path("src")).expect("unlink source");
     assert_same_bytes(
         &must_read_all_direct(&node.path("dst")),
@@ -163,7 +166,7 @@ fn copy_file_range_shares_space_until_one_side_writes() {
         return;
     }
     let node = Node::start();
-    let (_src, _) = must_make_source(&node.path("src"));
+    must_make_source(&node.path("src"));
     let before = must_store_usage(&node);
     let dst = must_copy_file(&node.path("src"), &node.path("dst"));
     let after_copy = must_store_usage(&node);
@@ -187,6 +190,7 @@ fn copy_file_range_shares_space_until_one_side_writes() {
         (OBJECT_SIZE / 2..=2 * OBJECT_SIZE + MIB).contains(&grown),
         "a write into one shared object grew the store by {grown} bytes, want about one object"
     );
+    drop(dst);
     node.stop();
 }
 
@@ -196,7 +200,7 @@ fn cp_of_a_sparse_volume_makes_an_equal_file() {
         return;
     }
     let node = Node::start();
-    let (_src, model) = must_make_source(&node.path("src"));
+    let model = must_make_source(&node.path("src"));
     must_run("cp", &[utf8(&node.path("src")), utf8(&node.path("dst"))]);
     assert_eq!(must_metadata(&node.path("dst")).len(), SRC_SIZE);
     assert_same_bytes(
@@ -214,7 +218,7 @@ fn cp_sparse_always_keeps_the_copy_sparse() {
         return;
     }
     let node = Node::start();
-    let (_src, model) = must_make_source(&node.path("src"));
+    let model = must_make_source(&node.path("src"));
     let dst = node.path("dst");
     must_run(
         "cp",

@@ -14,7 +14,9 @@ fn must_fio(node: &Node, extra: &[&str]) {
         "--size=256M",
         "--verify=crc32c",
     ];
-    args.extend(["--do_verify=1", "--verify_fatal=1", "--group_reporting"]);
+    // No verify state file: fio would write it into the working directory (the package).
+    args.extend(["--do_verify=1", "--verify_fatal=1", "--verify_state_save=0"]);
+    args.push("--group_reporting");
     args.extend(extra);
     let out = run("fio", &args);
     let text =

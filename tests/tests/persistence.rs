@@ -7,6 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use sheep_tests::file::pattern;
 use sheep_tests::file::{assert_same_bytes, len, must_content_hash, must_create, must_fsync};
 use sheep_tests::file::{must_list, must_metadata, must_open_rw, must_pread_direct, must_pwrite};
@@ -49,6 +51,30 @@ fn must_vdi_list(node: &Node) -> Vec<serde_json::Value> {
     let mut list = list.as_array().expect("JSON array").clone();
     list.sort_by_key(|v| (v["name"].to_string(), v["tag"].to_string()));
     list
+}
+
+/// Returns "name@tag field: before -> after" for every field that differs between two lists.
+fn vdi_list_diffs(before: &[serde_json::Value], after: &[serde_json::Value]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if before.len() != after.len() {
+        diffs.push(format!(
+            "{} VDIs before, {} after",
+            before.len(),
+            after.len()
+        ));
+    }
+    for (b, a) in before.iter().zip(after) {
+        let name = format!("{}@{}", b["name"], b["tag"]);
+        let fields = b.as_object().into_iter().flat_map(|o| o.keys());
+        for field in fields.filter(|f| b[f.as_str()] != a[f.as_str()]) {
+            diffs.push(format!(
+                "{name} {field}: {} -> {}",
+                b[field.as_str()],
+                a[field.as_str()]
+            ));
+        }
+    }
+    diffs
 }
 
 /// Writes `n` bytes of pattern `seed` at each of `offsets`, then fsyncs.
@@ -109,10 +135,10 @@ fn every_vdi_with_its_metadata_and_bytes_survives_a_clean_restart() {
         "files after restart: {:?}",
         got.keys()
     );
-    assert_eq!(
-        must_vdi_list(&node),
-        want_list,
-        "dog vdi list --json after restart"
+    let diffs = vdi_list_diffs(&want_list, &must_vdi_list(&node));
+    assert!(
+        diffs.is_empty(),
+        "dog vdi list --json changed across the restart: {diffs:#?}"
     );
     node.stop();
 }
@@ -139,5 +165,29 @@ fn fsynced_data_survives_kill_9_and_a_restart() {
             "fsynced data after kill -9",
         );
     }
+    node.stop();
+}
+
+#[test]
+fn sigterm_while_a_file_is_open_exits_0_once_it_is_closed_and_keeps_its_writes() {
+    if !require(&[]) {
+        return;
+    }
+    let node = Node::start();
+    let file = must_create(&node.path("vol"), 8 * MIB);
+    must_pwrite(&file, OBJECT_SIZE - 100, &pattern(80, 70_000));
+    let pid = Pid::from_raw(i32::try_from(node.pid()).expect("pid fits i32"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM sheepfs");
+    std::thread::sleep(Duration::from_secs(1));
+    drop(file);
+    let store = node.wait_stopped();
+    let node = Node::start_on(&store, &[]);
+    let got = must_pread_direct(&node.path("vol"), OBJECT_SIZE - 512, 70_656);
+    assert_same_bytes(
+        &got[412..70_412],
+        &pattern(80, 70_000),
+        OBJECT_SIZE - 100,
+        "after SIGTERM",
+    );
     node.stop();
 }

@@ -281,6 +281,7 @@ fn seek_data_and_seek_hole_find_data_at_0_and_8m_in_a_16m_file() {
         Err(Errno::ENXIO),
         "SEEK_DATA at EOF"
     );
+    drop(file);
     node.stop();
 }
 
@@ -343,6 +344,7 @@ fn punch_hole_frees_space_and_reads_zeros() {
         "after hole",
     );
     must_free_at_least(&node, before, 8 * MIB, "PUNCH_HOLE of 8 MiB");
+    drop(file);
     node.stop();
 }
 
@@ -377,6 +379,7 @@ fn zero_range_reads_zeros_and_frees_whole_objects() {
     );
     assert_eq!(file.metadata().expect("fstat").len(), 16 * MIB);
     must_free_at_least(&node, before, 4 * MIB, "ZERO_RANGE of a whole object");
+    drop(file);
     node.stop();
 }
 
@@ -400,6 +403,7 @@ fn plain_fallocate_is_accepted_and_extends_the_file() {
         8 * MIB,
         "KEEP_SIZE keeps the size"
     );
+    drop(file);
     node.stop();
 }
 
@@ -430,6 +434,7 @@ fn ftruncate_shrink_then_grow_reads_zeros_past_the_old_end() {
         cut,
         "past the old end, new fd",
     );
+    drop((file, fresh));
     node.stop();
 }
 
@@ -465,6 +470,7 @@ fn o_direct_512_aligned_reads_and_writes_round_trip() {
             "buffered read",
         );
     }
+    drop((file, buffered));
     node.stop();
 }
 
@@ -517,6 +523,7 @@ fn concurrent_unaligned_io_from_8_threads_matches_an_in_memory_copy() {
         .collect();
     must_fsync(&file);
     assert_same_bytes(&must_read_all(&node.path("vm0")), &model, 0, "whole file");
+    drop(file);
     node.stop();
 }
 
@@ -544,11 +551,11 @@ fn ofd_and_posix_locks_conflict_across_open_files_with_eagain() {
     }
     let node = Node::start();
     drop(must_create(&node.path("vm0"), MIB));
-    let (a, b) = (
+    let (fa, fb) = (
         must_open_rw(&node.path("vm0")),
         must_open_rw(&node.path("vm0")),
     );
-    let (a, b) = (a.as_raw_fd(), b.as_raw_fd());
+    let (a, b) = (fa.as_raw_fd(), fb.as_raw_fd());
     fcntl(a, FcntlArg::F_OFD_SETLK(&write_lock(0, 100))).expect("first OFD lock");
     assert_eq!(
         fcntl(b, FcntlArg::F_OFD_SETLK(&write_lock(50, 10))),
@@ -564,6 +571,7 @@ fn ofd_and_posix_locks_conflict_across_open_files_with_eagain() {
         Err(Errno::EAGAIN),
         "OFD lock over a POSIX lock"
     );
+    drop((fa, fb));
     node.stop();
 }
 
@@ -663,5 +671,6 @@ fn fsync_and_fdatasync_succeed() {
         File::open(node.path("none")).map_err(|e| e.kind()),
         Err(ErrorKind::NotFound)
     ));
+    drop(file);
     node.stop();
 }

@@ -142,6 +142,7 @@ fn snapshot_of_a_volume_being_written_is_read_only_and_holds_the_content_at_snap
         "torn writer block in vol@s1"
     );
     writer.must_stop();
+    drop(file);
     node.stop();
 }
 
@@ -160,6 +161,7 @@ fn writer_keeps_working_after_a_snapshot_and_its_writes_land_in_the_volume() {
         last.to_le_bytes().repeat(512),
         "the volume holds the last write"
     );
+    drop(file);
     node.stop();
 }
 
@@ -225,6 +227,7 @@ fn clone_of_a_snapshot_is_writable_and_independent() {
     must_hold_original_data(&node.path("c2"), "c2 after writes to c1 and volume");
     let vol_start = must_pread_direct(&node.path("vol"), 0, 65536);
     assert_same_bytes(&vol_start, &pattern(51, 65536), 0, "vol after writes to c1");
+    drop((file, c1));
     node.stop();
 }
 
@@ -257,6 +260,7 @@ fn rollback_while_open_brings_back_the_snapshot_content() {
         "write after rollback",
     );
     must_hold_original_data(&snap(&node, "s1"), "vol@s1 after rollback and write");
+    drop(file);
     node.stop();
 }
 
@@ -289,6 +293,7 @@ fn deleting_a_snapshot_in_the_middle_keeps_every_other_vdi_intact() {
         File::open(snap(&node, "s1")).map_err(|e| e.kind()).err(),
         Some(ErrorKind::NotFound)
     );
+    drop(file);
     node.stop();
 }
 
