@@ -28,7 +28,12 @@ impl Pool {
                 n = 1;
             }
             let vid = Vid(n);
-            if !used.contains(&vid) && !self.refs.lock().owns_objects(vid) {
+            // An id is reused only once nothing references its objects and none of them waits
+            // for reclaim: a durable table elsewhere may still name a pending object.
+            if !used.contains(&vid)
+                && !self.refs.lock().owns_objects(vid)
+                && !self.pending.lock().iter().any(|o| o.vid() == vid)
+            {
                 return Ok(vid);
             }
         }
@@ -73,6 +78,8 @@ impl Pool {
             return Err(Error::Exists(name.to_owned()));
         }
         let vid = self.alloc_vid()?;
+        // A table left by a crash under this id must not come back at the next start.
+        self.store.remove(Oid::alloc(vid))?;
         let now = Time::now();
         let rec = InodeV1 {
             ino: self.alloc_ino().0,
