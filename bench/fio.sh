@@ -120,13 +120,13 @@ run_fio() {
 }
 
 job_args() {
-    local t=(--time_based --runtime="$RUNTIME" --ramp_time=2)
+    local t="--time_based --runtime=$RUNTIME --ramp_time=2"
     case "$1" in
-        seq-write) echo "${t[@]} --rw=write --bs=1M --iodepth=8" ;;
-        seq-read) echo "${t[@]} --rw=read --bs=1M --iodepth=8" ;;
-        rand-write) echo "${t[@]} --rw=randwrite --bs=4k --iodepth=32 --randrepeat=0" ;;
-        rand-read) echo "${t[@]} --rw=randread --bs=4k --iodepth=32 --randrepeat=0" ;;
-        sync-write) echo "${t[@]} --rw=write --bs=4k --iodepth=1 --fsync=1" ;;
+        seq-write) echo "$t --rw=write --bs=1M --iodepth=8" ;;
+        seq-read) echo "$t --rw=read --bs=1M --iodepth=8" ;;
+        rand-write) echo "$t --rw=randwrite --bs=4k --iodepth=32 --randrepeat=0" ;;
+        rand-read) echo "$t --rw=randread --bs=4k --iodepth=32 --randrepeat=0" ;;
+        sync-write) echo "$t --rw=write --bs=4k --iodepth=1 --fsync=1" ;;
         *) die "unknown job $1" ;;
     esac
 }

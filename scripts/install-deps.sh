@@ -22,6 +22,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "$0: run as root" >&2; exit 1; }
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    # shellcheck source=/dev/null
     . /etc/os-release
     if [ "${VERSION_CODENAME:-}" = bookworm ]; then
         echo "adding bookworm-backports to apt's sources"
@@ -39,7 +40,7 @@ t0=$(date +%s)
 apt-get update -q
 t1=$(date +%s)
 apt-get install -y -q --no-install-recommends \
-    fuse3 fio e2fsprogs xfsprogs dbench jq util-linux \
+    fuse3 fio e2fsprogs xfsprogs dbench jq util-linux shellcheck \
     busybox-static cpio kmod xz-utils zstd gzip linux-image-amd64 "${extra[@]}"
 t2=$(date +%s)
 apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils

@@ -71,7 +71,14 @@ impl NodeService {
     fn delete(&self, full: &str) -> Result<Reply, Error> {
         let ino = self.pool.lookup(full)?.ino;
         self.pool.unlink(full)?;
-        self.forget_name(full);
+        // Tell the kernel the file is gone (not only stale), so it drops its inode and sends
+        // the forget that lets the pool delete the VDI's data.
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.delete(INodeNo::ROOT, INodeNo(ino.0), OsStr::new(full)) {
+                debug!(name = full, error = %e, "delete notification skipped");
+                self.forget_name(full);
+            }
+        }
         self.forget_inode(ino);
         Ok(Reply::Done)
     }

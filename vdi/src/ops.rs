@@ -120,15 +120,22 @@ impl Pool {
 
     /// Unlinks `ino` from the namespace; the caller holds `ns` and persists the table.
     fn unlink_locked(&self, ino: Ino, name: &str) -> Result<()> {
-        let vdi = self.vdi(ino)?;
         self.names.write().remove(name);
-        if vdi.handles.load(Ordering::SeqCst) > 0 {
+        self.detach_locked(ino)?;
+        tracing::info!(name, "unlinked VDI");
+        Ok(())
+    }
+
+    /// Deletes a VDI already gone from the namespace, or marks it unlinked while the kernel
+    /// or an open handle still refers to it. The caller holds `ns`.
+    fn detach_locked(&self, ino: Ino) -> Result<()> {
+        let vdi = self.vdi(ino)?;
+        if vdi.in_use() {
             vdi.inner.lock().rec.unlinked = true;
         } else {
             self.vdis.write().remove(&ino);
             self.drop_table(&vdi);
         }
-        tracing::info!(name, "unlinked VDI");
         Ok(())
     }
 
@@ -291,21 +298,51 @@ impl Pool {
         Ok(())
     }
 
-    /// Drops an open handle; the last one of an unlinked VDI deletes it.
+    /// Drops an open handle; the last reference to an unlinked VDI deletes it.
     pub fn release_handle(&self, ino: Ino) -> Result<()> {
         let vdi = self.vdi(ino)?;
         if vdi.handles.fetch_sub(1, Ordering::SeqCst) != 1 {
             return Ok(());
         }
+        self.delete_if_unused(ino, &vdi)
+    }
+
+    /// Counts a reference the kernel holds (a FUSE lookup or create reply), which keeps an
+    /// unlinked VDI alive until [`Pool::forget`] drops it.
+    pub fn remember(&self, ino: Ino) {
+        if let Ok(vdi) = self.vdi(ino) {
+            vdi.lookups.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Drops `n` kernel references (FUSE forget); the last reference to an unlinked VDI
+    /// deletes it.
+    pub fn forget(&self, ino: Ino, n: u64) -> Result<()> {
+        let Ok(vdi) = self.vdi(ino) else {
+            return Ok(());
+        };
+        let prev = vdi
+            .lookups
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                Some(l.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if prev > n {
+            return Ok(());
+        }
+        self.delete_if_unused(ino, &vdi)
+    }
+
+    fn delete_if_unused(&self, ino: Ino, vdi: &Arc<Vdi>) -> Result<()> {
         if !vdi.inner.lock().rec.unlinked {
             return Ok(());
         }
         let _ns = self.ns.lock();
-        if vdi.handles.load(Ordering::SeqCst) > 0 {
+        if vdi.in_use() || !self.vdis.read().contains_key(&ino) {
             return Ok(());
         }
         self.vdis.write().remove(&ino);
-        self.drop_table(&vdi);
+        self.drop_table(vdi);
         self.persist_table()
     }
 }

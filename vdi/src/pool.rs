@@ -179,6 +179,24 @@ impl Pool {
         self.getattr(ino)
     }
 
+    /// Looks a VDI up for the kernel and counts the reference it will hold (see
+    /// [`Pool::remember`]); the count is taken under the name lock, so an unlink racing with
+    /// the lookup sees it.
+    pub fn lookup_entry(&self, name: &str) -> Result<VdiAttr> {
+        let ino = {
+            let names = self.names.read();
+            let ino = names
+                .get(name)
+                .copied()
+                .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+            self.vdi(ino)?.lookups.fetch_add(1, Ordering::SeqCst);
+            ino
+        };
+        self.getattr(ino).inspect_err(|_| {
+            let _ = self.forget(ino, 1);
+        })
+    }
+
     pub(crate) fn ino_of(&self, name: &str) -> Result<Ino> {
         self.names
             .read()
@@ -203,12 +221,14 @@ impl Pool {
         Ok(inner.attr(usage))
     }
 
-    /// Returns (allocated, shared) bytes of a VDI, cached until its table or data changes.
+    /// Returns (allocated, shared) bytes of a VDI, cached until its table or data, or any
+    /// reference count, changes.
     fn usage(&self, vdi: &Vdi) -> Result<(u64, u64)> {
+        let generation = self.refs.lock().generation;
         let oids: Vec<Oid> = {
             let inner = vdi.inner.lock();
-            if let Some(u) = inner.usage {
-                return Ok(u);
+            if let Some(u) = inner.usage.filter(|u| u.generation == generation) {
+                return Ok((u.allocated, u.shared));
             }
             inner.table.iter().map(|(i, v)| Oid::data(v, i)).collect()
         };
@@ -221,7 +241,11 @@ impl Pool {
                 shared += bytes;
             }
         }
-        vdi.inner.lock().usage = Some((allocated, shared));
+        vdi.inner.lock().usage = Some(crate::vdi::Usage {
+            generation,
+            allocated,
+            shared,
+        });
         Ok((allocated, shared))
     }
 

@@ -12,17 +12,21 @@ use std::collections::HashMap;
 pub(crate) struct Refs {
     objects: HashMap<Oid, u32>,
     vids: HashMap<Vid, u64>,
+    /// Changes at every inc and dec, so cached sharing figures know they are stale.
+    pub(crate) generation: u64,
 }
 
 impl Refs {
     /// Adds a reference to `oid`.
     pub(crate) fn inc(&mut self, oid: Oid) {
+        self.generation += 1;
         *self.objects.entry(oid).or_insert(0) += 1;
         *self.vids.entry(oid.vid()).or_insert(0) += 1;
     }
 
     /// Drops a reference to `oid`; returns true when nothing references it any more.
     pub(crate) fn dec(&mut self, oid: Oid) -> bool {
+        self.generation += 1;
         if let Some(v) = self.vids.get_mut(&oid.vid()) {
             *v -= 1;
             if *v == 0 {

@@ -6,7 +6,7 @@ use crate::inode::InodeV1;
 use parking_lot::{Mutex, RwLock};
 use sheep_objects::{Oid, Vid};
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// One VDI: its record, its allocation table and what is not yet durable.
 pub(crate) struct Vdi {
@@ -16,6 +16,16 @@ pub(crate) struct Vdi {
     pub(crate) inner: Mutex<Inner>,
     /// Open file handles.
     pub(crate) handles: AtomicU32,
+    /// References the kernel holds (FUSE lookup count).
+    pub(crate) lookups: AtomicU64,
+}
+
+/// Bytes a VDI's objects take, as last computed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Usage {
+    pub(crate) generation: u64,
+    pub(crate) allocated: u64,
+    pub(crate) shared: u64,
 }
 
 /// Mutable state of a VDI, held under a short-lived lock.
@@ -28,8 +38,8 @@ pub(crate) struct Inner {
     pub(crate) dirty_objects: HashSet<Oid>,
     /// The record (size) changed since it was last stored.
     pub(crate) rec_dirty: bool,
-    /// Cached (allocated, shared) bytes.
-    pub(crate) usage: Option<(u64, u64)>,
+    /// Cached (allocated, shared) bytes and the reference generation they were computed at.
+    pub(crate) usage: Option<Usage>,
 }
 
 impl Vdi {
@@ -45,7 +55,13 @@ impl Vdi {
                 usage: None,
             }),
             handles: AtomicU32::new(0),
+            lookups: AtomicU64::new(0),
         }
+    }
+
+    /// True while a handle is open or the kernel still refers to the VDI.
+    pub(crate) fn in_use(&self) -> bool {
+        self.handles.load(Ordering::SeqCst) > 0 || self.lookups.load(Ordering::SeqCst) > 0
     }
 }
 

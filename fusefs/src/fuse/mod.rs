@@ -122,7 +122,7 @@ impl fuser::Filesystem for SheepFs {
             let _span = debug_span!("lookup", req = req.unique().0, ?name).entered();
             let res = child_name(parent, name).and_then(|name| {
                 self.pool
-                    .lookup(name)
+                    .lookup_entry(name)
                     .map(|a| file_attr(&a))
                     .map_err(|e| match e {
                         // Invalid names (`a@b@c`) simply do not exist.
@@ -133,6 +133,14 @@ impl fuser::Filesystem for SheepFs {
             match res {
                 Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
                 Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        guarded("forget", || {
+            if let Err(e) = self.pool.forget(Ino(ino.0), nlookup) {
+                warn!(ino = ino.0, error = %e, "deleting an unlinked VDI failed");
             }
         });
     }
@@ -524,6 +532,7 @@ impl fuser::Filesystem for SheepFs {
             match res {
                 Ok((attr, fh, fopen)) => {
                     debug!(ino = attr.ino.0, fh = fh.0, "created");
+                    self.pool.remember(attr.ino);
                     reply.created(&TTL, &file_attr(&attr), Generation(0), fh, fopen);
                 }
                 Err(e) => reply.error(e),

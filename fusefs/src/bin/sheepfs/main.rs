@@ -182,7 +182,20 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         "sheepfs mounted"
     );
 
-    let served = session.run();
+    // After a lazy unmount the kernel ends the connection with ECONNABORTED (or ENODEV) once
+    // the last open file closes: that is the normal end of a detached session.
+    let served = match session.run() {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNABORTED) | Some(libc::ENODEV)
+            ) =>
+        {
+            info!(error = %e, "FUSE connection closed by the kernel");
+            Ok(())
+        }
+        other => other,
+    };
     info!("FUSE session ended");
     let _ = shutdown_tx.send(true);
     stop_admin(&rt, admin_task, &config.admin_socket);

@@ -1,0 +1,76 @@
+//! Names, kernel references and accounting.
+
+use sheep_objects::{MemStore, ObjectKind, ObjectStore};
+use sheep_vdi::{CreateOpts, Error, Pool, PoolConfig};
+use std::sync::Arc;
+
+const OBJ: u64 = 4 << 20;
+
+fn data_objects(store: &MemStore) -> usize {
+    store
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.kind() == ObjectKind::Data)
+        .count()
+}
+
+#[test]
+fn an_unlinked_vdi_the_kernel_still_knows_lives_until_forgotten() {
+    let store = Arc::new(MemStore::new());
+    let pool = Pool::open(store.clone(), PoolConfig::default()).unwrap();
+    pool.create("a", OBJ, CreateOpts::default()).unwrap();
+    let a = pool.lookup_entry("a").unwrap();
+    pool.write(a.ino, 0, b"still here").unwrap();
+    pool.unlink("a").unwrap();
+    assert!(matches!(pool.lookup("a"), Err(Error::NotFound(_))));
+    // The kernel may open what it looked up before the unlink.
+    pool.open_handle(a.ino, true).unwrap();
+    pool.forget(a.ino, 1).unwrap();
+    let mut buf = [0u8; 10];
+    pool.read(a.ino, 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+    pool.release_handle(a.ino).unwrap();
+    assert!(pool.getattr(a.ino).is_err());
+    pool.reclaim().unwrap();
+    assert_eq!(data_objects(&store), 0);
+}
+
+#[test]
+fn rename_over_an_existing_vdi_replaces_it_and_moves_snapshots() {
+    let store = Arc::new(MemStore::new());
+    let pool = Pool::open(store.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", OBJ, CreateOpts::default()).unwrap();
+    let b = pool.create("b", OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"A").unwrap();
+    pool.write(b.ino, 0, b"B").unwrap();
+    pool.snapshot("a", "s").unwrap();
+    assert!(matches!(
+        pool.rename_with("a", "b", false),
+        Err(Error::Exists(_))
+    ));
+    pool.rename("a", "b").unwrap();
+    let names: Vec<String> = pool.list().into_iter().map(|v| v.name).collect();
+    assert_eq!(names, vec!["b", "b@s"]);
+    let mut buf = [0u8; 1];
+    pool.read(pool.lookup("b").unwrap().ino, 0, &mut buf)
+        .unwrap();
+    assert_eq!(&buf, b"A");
+    assert!(pool.rename("b@s", "c").is_err());
+    pool.reclaim().unwrap();
+    assert_eq!(pool.unreferenced_objects().unwrap(), vec![]);
+}
+
+#[test]
+fn shared_bytes_follow_the_references_of_other_vdis() {
+    let store = Arc::new(MemStore::new());
+    let pool = Pool::open(store, PoolConfig::default()).unwrap();
+    let a = pool.create("a", 2 * OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, &[1u8; 8192]).unwrap();
+    pool.snapshot("a", "s").unwrap();
+    assert_eq!(pool.lookup("a@s").unwrap().shared, 8192);
+    // The VDI moves off the shared object: the snapshot holds it alone now.
+    pool.write(a.ino, 0, b"x").unwrap();
+    let s = pool.lookup("a@s").unwrap();
+    assert_eq!((s.allocated, s.shared), (8192, 0));
+}
