@@ -234,5 +234,8 @@ if [ "$do_dbench" = 1 ]; then
         "local $db_local MB/s, sheepfs $db_sheep MB/s"
 fi
 echo "* sheepfs peak RSS (VmHWM) after the run: $hwm"
+echo "* Caveat: 'local' is O_DIRECT on the host's disk; the files behind sheepfs's store (and" \
+    "bindfs's) go through the host page cache, so their throughput can exceed local's. The" \
+    "sync-write rows (fsync each 4k write) show the cost of durability."
 rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 echo "* sheepfs: $SHEEPFS (source $rev), $(fio --version), kernel $(uname -r)"

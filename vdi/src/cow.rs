@@ -40,10 +40,39 @@ impl Pool {
         Ok(old)
     }
 
+    /// Like [`Pool::freeze`] without flushing the VDI's data first: the new id's table is
+    /// written from memory, so it may name objects whose latest writes are not durable yet —
+    /// exactly the state of any write not yet fsynced. copy_file_range uses it; the objects
+    /// it shares stay in the source's dirty set and are added to the destination's.
+    fn freeze_volatile(&self, vdi: &Vdi) -> Result<Vid> {
+        let (old, chunks) = {
+            let i = vdi.inner.lock();
+            let chunks: Vec<(u32, Vec<u8>)> = i
+                .table
+                .chunk_numbers()
+                .into_iter()
+                .map(|c| (c, i.table.chunk_bytes(c)))
+                .collect();
+            (i.vid(), chunks)
+        };
+        let new = self.alloc_vid()?;
+        self.store.remove(Oid::alloc(new))?;
+        AllocTable::store_chunks(&*self.store, new, &chunks)?;
+        self.store.sync(&[Oid::alloc(new)])?;
+        let mut inner = vdi.inner.lock();
+        inner.rec.vid = new.0;
+        inner.rec.parent = Some(old.0);
+        inner.dirty_chunks.clear();
+        Ok(old)
+    }
+
     fn unfreeze(&self, vdi: &Vdi, old: Vid) {
         let mut inner = vdi.inner.lock();
         let new = inner.vid();
         inner.rec.vid = old.0;
+        // The old table may lag the memory one: write every chunk at the next flush.
+        let chunks = inner.table.chunk_numbers();
+        inner.dirty_chunks.extend(chunks);
         let _ = self.store.remove(Oid::alloc(new));
     }
 
@@ -317,7 +346,7 @@ impl Pool {
                     .any(|(_, v)| v == s.vid())
         };
         if needs_freeze {
-            let old = self.freeze(svdi)?;
+            let old = self.freeze_volatile(svdi)?;
             if let Err(e) = self.persist_table() {
                 self.unfreeze(svdi, old);
                 return Err(e);
@@ -326,8 +355,19 @@ impl Pool {
         }
         for idx in first..=last {
             let _s = self.stripe(idx).write();
-            let owner = svdi.inner.lock().table.get(idx);
-            let prev = dvdi.inner.lock().set_entry(idx, owner);
+            let (owner, dirty) = {
+                let s = svdi.inner.lock();
+                let owner = s.table.get(idx);
+                (owner, s.dirty_objects.contains(&Oid::data(owner, idx)))
+            };
+            let prev = {
+                let mut d = dvdi.inner.lock();
+                if dirty {
+                    // The destination's fsync must make the shared content durable too.
+                    d.dirty_objects.insert(Oid::data(owner, idx));
+                }
+                d.set_entry(idx, owner)
+            };
             if !owner.is_none() {
                 self.refs.lock().inc(Oid::data(owner, idx));
             }

@@ -176,3 +176,28 @@ fn a_snapshot_is_a_point_in_time_image_while_writers_run() {
         u64::from_le_bytes(now.try_into().unwrap()) > u64::from_le_bytes(snap.try_into().unwrap())
     );
 }
+
+#[test]
+fn a_copy_fsynced_on_its_destination_survives_a_crash_of_an_unflushed_source() {
+    let store = Arc::new(MemStore::new());
+    let pool = must_open(&store);
+    let src = pool.create("src", 3 * OBJ, CreateOpts::default()).unwrap();
+    must_write(&pool, "src", 0, &vec![5u8; (2 * OBJ) as usize]);
+    must_write(&pool, "src", 2 * OBJ + 7, b"tail");
+    let dst = pool.create("dst", 0, CreateOpts::default()).unwrap();
+    assert_eq!(
+        pool.copy_range(src.ino, 0, dst.ino, 0, 3 * OBJ).unwrap(),
+        3 * OBJ
+    );
+    pool.flush(dst.ino).unwrap();
+    drop(pool);
+    store.crash();
+    let pool = must_open(&store);
+    let data = must_read(&pool, "dst", 0, (3 * OBJ) as usize);
+    assert!(data[..(2 * OBJ) as usize].iter().all(|b| *b == 5));
+    assert_eq!(
+        &data[(2 * OBJ + 7) as usize..(2 * OBJ + 11) as usize],
+        b"tail"
+    );
+    assert_eq!(pool.unreferenced_objects().unwrap(), vec![]);
+}
