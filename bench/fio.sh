@@ -28,7 +28,8 @@
 #   SHEEPFS [target/release/sheepfs]        WORKDIR [a new dir under /var/tmp] (on a local fs)
 #   JOBS ["seq-write seq-read rand-write rand-read sync-write"]
 #   KEEP_JSON=DIR  keeps fio's JSON output in DIR.
-# Needs: fio, jq, xfs_io (xfsprogs), e2fsprogs + dbench for --dbench, bindfs for --passthrough.
+# Needs: fio, jq, xfs_io (xfsprogs), e2fsprogs + dbench for --dbench, bindfs for --passthrough
+# (`scripts/install-deps.sh --bench` installs them all).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
