@@ -13,6 +13,11 @@ const MAX: u64 = 3 * OBJ;
 
 #[derive(Debug, Clone)]
 enum Op {
+    Read {
+        v: usize,
+        off: u64,
+        len: u64,
+    },
     Write {
         v: usize,
         off: u64,
@@ -80,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => v.clone().prop_map(|v| Op::Delete { v }),
         1 => (v.clone(), 0..MAX).prop_map(|(v, size)| Op::Resize { v, size }),
         1 => v.clone().prop_map(|v| Op::Flush { v }),
+        3 => (v.clone(), offset(), 1..(OBJ + 9000)).prop_map(|(v, off, len)| Op::Read { v, off, len }),
         1 => Just(Op::Reclaim),
         1 => Just(Op::Reopen),
     ]
@@ -241,6 +247,16 @@ fn apply(pool: &mut Pool, store: &Arc<MemStore>, m: &mut Model, op: &Op) {
         Op::Flush { v } => {
             let Some(name) = m.pick(*v, true) else { return };
             pool.flush(pool.lookup(&name).unwrap().ino).unwrap();
+        }
+        Op::Read { v, off, len } => {
+            let Some(name) = m.pick(*v, true) else { return };
+            let d = &m.vdis[&name];
+            let ino = pool.lookup(&name).unwrap().ino;
+            let mut buf = vec![0xeeu8; u(*len)];
+            let n = pool.read(ino, *off, &mut buf).unwrap();
+            let want = &d[u((*off).min(d.len() as u64))..u((off + len).min(d.len() as u64))];
+            assert_eq!(n, want.len(), "read length of {name} at {off}");
+            assert!(buf[..n] == *want, "read of {name} at {off}+{len} differs");
         }
         Op::Reclaim => {
             pool.reclaim().unwrap();
