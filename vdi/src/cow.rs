@@ -15,6 +15,10 @@ use crate::vdi::Vdi;
 use sheep_objects::{Oid, Vid, OBJECT_SIZE};
 use std::sync::Arc;
 
+fn vdi_ino(vdi: &Vdi) -> Ino {
+    vdi.inner.lock().rec.ino()
+}
+
 impl Pool {
     /// Copies the durable allocation object of `from` to `to` and syncs it.
     fn copy_alloc(&self, from: Vid, to: Vid) -> Result<()> {
@@ -95,6 +99,8 @@ impl Pool {
             return Err(Error::Exists(full));
         }
         let vdi = self.vdi(self.ino_of(name)?)?;
+        // Most dirty data is flushed while writes go on; the VDI pauses only for the rest.
+        self.flush(vdi_ino(&vdi))?;
         let _g = vdi.gate.write();
         let old = self.freeze(&vdi)?;
         let (mut rec, table) = {
@@ -133,6 +139,7 @@ impl Pool {
             return Err(Error::Exists(dst.to_owned()));
         }
         let svdi = self.vdi(self.ino_of(src)?)?;
+        self.flush(vdi_ino(&svdi))?;
         let _g = svdi.gate.write();
         let frozen = if svdi.inner.lock().rec.snapshot {
             None
