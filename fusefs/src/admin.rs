@@ -234,7 +234,9 @@ pub fn wire_error(e: &Error) -> WireError {
         Error::Busy(name) => WireError::Busy(name.clone()),
         Error::NoVid => WireError::NoSpace,
         Error::Object(sheep_objects::Error::NoSpace) => WireError::NoSpace,
-        Error::CorruptMeta { .. } | Error::Object(_) => WireError::Io(e.to_string()),
+        Error::CorruptMeta { .. } | Error::WriteBack(..) | Error::Object(_) => {
+            WireError::Io(e.to_string())
+        }
     }
 }
 

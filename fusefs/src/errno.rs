@@ -29,6 +29,7 @@ impl ToErrno for Error {
             Error::NoVid => libc::ENOSPC,
             Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::CorruptMeta { .. } => libc::EIO,
+            Error::WriteBack(..) => libc::EIO,
             Error::Object(e) => e.to_errno(),
         }
     }

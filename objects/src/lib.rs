@@ -11,12 +11,14 @@
 pub mod conformance;
 pub mod disk;
 pub mod error;
+pub mod faulty;
 pub mod mem;
 pub mod oid;
 pub mod store;
 
 pub use disk::DiskStore;
 pub use error::{Error, Result};
+pub use faulty::FaultyStore;
 pub use mem::MemStore;
 pub use oid::{ObjectKind, Oid, Vid, OBJECT_BYTES, OBJECT_SIZE};
 pub use store::{ObjectStore, StoreStats};

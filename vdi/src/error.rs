@@ -40,6 +40,11 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Writes to this VDI could not be made durable. Linux may drop dirty pages after a
+    /// write-back error, so a later fsync could succeed without the data: the VDI refuses
+    /// writes and flushes until sheepfs restarts from what is on disk.
+    #[error("writes to {0} could not be made durable ({1}); restart sheepfs to recover")]
+    WriteBack(String, String),
     /// The object layer failed.
     #[error(transparent)]
     Object(#[from] sheep_objects::Error),

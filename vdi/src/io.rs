@@ -90,6 +90,7 @@ impl Pool {
             if inner.rec.snapshot {
                 return Err(Error::ReadOnly(inner.rec.display_name()));
             }
+            inner.check_failed()?;
             if end > inner.rec.size {
                 inner.rec.size = end;
                 inner.rec_dirty = true;
@@ -99,7 +100,11 @@ impl Pool {
             inner.rec.ctime = now;
         }
         for p in pieces(offset, data.len() as u64) {
-            self.write_piece(vdi, p, &data[span(&p)])?;
+            if let Err(e) = self.write_piece(vdi, p, &data[span(&p)]) {
+                // A short write when part of it landed; the caller retries the rest and gets
+                // the error then.
+                return if p.pos > 0 { Ok(p.pos) } else { Err(e) };
+            }
         }
         Ok(data.len())
     }
@@ -120,8 +125,11 @@ impl Pool {
         if owner == vid {
             return self.write_owned(vdi, oid, p.off, data);
         }
-        self.take_object(vdi, p.idx, vid, owner)?;
-        self.write_owned(vdi, oid, p.off, data)
+        self.take_object(vdi, p.idx, vid, owner, Some((p.off, data)))?;
+        let mut inner = vdi.inner.lock();
+        inner.dirty_objects.insert(oid);
+        inner.usage = None;
+        Ok(())
     }
 
     fn write_owned(&self, vdi: &Vdi, oid: Oid, off: u64, data: &[u8]) -> Result<()> {
@@ -132,15 +140,33 @@ impl Pool {
         Ok(())
     }
 
-    /// Makes `idx` owned by `vid`: a fresh empty object, or a copy of the shared one.
-    /// The caller holds the stripe of `idx` exclusively.
-    pub(crate) fn take_object(&self, vdi: &Vdi, idx: u32, vid: Vid, owner: Vid) -> Result<()> {
+    /// Makes `idx` owned by `vid`: a fresh empty object, or a copy of the shared one, with
+    /// `first` written into it. The table points at the new object only once it holds all of
+    /// that, so a failure (a full disk) leaves the old state readable. The caller holds the
+    /// stripe of `idx` exclusively.
+    pub(crate) fn take_object(
+        &self,
+        vdi: &Vdi,
+        idx: u32,
+        vid: Vid,
+        owner: Vid,
+        first: Option<(u64, &[u8])>,
+    ) -> Result<()> {
         let oid = Oid::data(vid, idx);
-        if owner.is_none() {
+        let made = if owner.is_none() {
             // Leftovers of a crash or of a reclaim still pending must not show through.
-            self.store.remove(oid)?;
+            self.store.remove(oid).and_then(|()| match first {
+                Some((off, data)) => self.store.write(oid, off, data),
+                None => self.store.write(oid, 0, &[]),
+            })
         } else {
-            self.store.copy(Oid::data(owner, idx), oid)?;
+            self.store
+                .copy(Oid::data(owner, idx), oid)
+                .and_then(|()| first.map_or(Ok(()), |(off, data)| self.store.write(oid, off, data)))
+        };
+        if let Err(e) = made {
+            let _ = self.store.remove(oid);
+            return Err(e.into());
         }
         vdi.inner.lock().set_entry(idx, vid);
         self.refs.lock().inc(oid);
@@ -179,7 +205,7 @@ impl Pool {
             return Ok(());
         }
         if owner != vid {
-            self.take_object(vdi, p.idx, vid, owner)?;
+            self.take_object(vdi, p.idx, vid, owner, None)?;
         }
         let oid = Oid::data(vid, p.idx);
         self.store.punch(oid, p.off, p.len)?;

@@ -291,6 +291,7 @@ impl Pool {
     pub(crate) fn flush_locked(&self, vdi: &Vdi) -> Result<()> {
         let (vid, objects, chunks, rec_dirty) = {
             let mut inner = vdi.inner.lock();
+            inner.check_failed()?;
             let objects: Vec<Oid> = inner.dirty_objects.drain().collect();
             let chunk_nos: Vec<u32> = std::mem::take(&mut inner.dirty_chunks)
                 .into_iter()
@@ -302,10 +303,14 @@ impl Pool {
             (inner.vid(), objects, chunks, inner.rec_dirty)
         };
         let result = self.flush_parts(vid, &objects, &chunks, rec_dirty);
-        if result.is_err() {
+        if let Err(e) = &result {
             let mut inner = vdi.inner.lock();
             inner.dirty_objects.extend(objects);
             inner.dirty_chunks.extend(chunks.iter().map(|(c, _)| *c));
+            if !matches!(e, Error::Object(sheep_objects::Error::NoSpace)) {
+                tracing::error!(vdi = %inner.rec.display_name(), error = %e, "flush failed; the VDI refuses writes until restart");
+                inner.failed = Some(e.to_string());
+            }
         }
         result
     }

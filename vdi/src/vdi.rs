@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) dirty_objects: HashSet<Oid>,
     /// The record (size) changed since it was last stored.
     pub(crate) rec_dirty: bool,
+    /// Set when a flush failed: writes and flushes fail from then on (see `Error::WriteBack`).
+    pub(crate) failed: Option<String>,
     /// Cached (allocated, shared) bytes and the reference generation they were computed at.
     pub(crate) usage: Option<Usage>,
 }
@@ -52,6 +54,7 @@ impl Vdi {
                 dirty_chunks: BTreeSet::new(),
                 dirty_objects: HashSet::new(),
                 rec_dirty: false,
+                failed: None,
                 usage: None,
             }),
             handles: AtomicU32::new(0),
@@ -66,6 +69,17 @@ impl Vdi {
 }
 
 impl Inner {
+    /// Fails if an earlier flush of this VDI failed.
+    pub(crate) fn check_failed(&self) -> crate::error::Result<()> {
+        match &self.failed {
+            Some(why) => Err(crate::error::Error::WriteBack(
+                self.rec.display_name(),
+                why.clone(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn vid(&self) -> Vid {
         self.rec.vid()
     }

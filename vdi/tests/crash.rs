@@ -201,3 +201,80 @@ fn a_copy_fsynced_on_its_destination_survives_a_crash_of_an_unflushed_source() {
     );
     assert_eq!(pool.unreferenced_objects().unwrap(), vec![]);
 }
+
+#[test]
+fn after_a_failed_flush_the_vdi_refuses_writes_and_flushes_until_restart() {
+    use sheep_objects::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let mem = Arc::new(MemStore::new());
+    let faulty = Arc::new(FaultyStore::new(mem.clone()));
+    let pool = Pool::open(faulty.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", OBJ, CreateOpts::default()).unwrap();
+    let b = pool.create("b", OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"lost?").unwrap();
+    faulty.fail_sync.store(true, Ordering::SeqCst);
+    assert!(pool.flush(a.ino).is_err());
+    faulty.fail_sync.store(false, Ordering::SeqCst);
+    // The error is sticky: a later fsync must not report success for data that may be gone.
+    assert!(matches!(
+        pool.flush(a.ino),
+        Err(sheep_vdi::Error::WriteBack(..))
+    ));
+    assert!(matches!(
+        pool.write(a.ino, 0, b"x"),
+        Err(sheep_vdi::Error::WriteBack(..))
+    ));
+    // Other VDIs are not affected.
+    pool.write(b.ino, 0, b"fine").unwrap();
+    pool.flush(b.ino).unwrap();
+    drop(pool);
+    let pool = Pool::open(faulty, PoolConfig::default()).unwrap();
+    assert_eq!(must_read(&pool, "b", 0, 4), b"fine");
+    pool.write(pool.lookup("a").unwrap().ino, 0, b"again")
+        .unwrap();
+}
+
+#[test]
+fn a_full_store_gives_no_space_and_corrupts_nothing() {
+    use sheep_objects::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemStore::new())));
+    let pool = Pool::open(faulty.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", 2 * OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"kept").unwrap();
+    pool.flush(a.ino).unwrap();
+    faulty.full.store(true, Ordering::SeqCst);
+    let err = pool.write(a.ino, OBJ, b"more").unwrap_err();
+    assert!(
+        matches!(err, sheep_vdi::Error::Object(sheep_objects::Error::NoSpace)),
+        "{err}"
+    );
+    faulty.full.store(false, Ordering::SeqCst);
+    assert_eq!(must_read(&pool, "a", 0, 4), b"kept");
+    assert_eq!(must_read(&pool, "a", OBJ, 4), [0; 4]);
+    pool.write(a.ino, OBJ, b"more").unwrap();
+    pool.flush(a.ino).unwrap();
+}
+
+#[test]
+fn a_write_cut_short_by_a_full_store_reports_what_landed() {
+    use sheep_objects::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemStore::new())));
+    let pool = Pool::open(faulty.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", 2 * OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"x").unwrap();
+    // Overwriting the object the VDI owns still works; the next object needs new space.
+    faulty.full_for_new.store(true, Ordering::SeqCst);
+    let data = vec![9u8; 8192];
+    assert_eq!(pool.write(a.ino, OBJ - 4096, &data).unwrap(), 4096);
+    let err = pool.write(a.ino, OBJ, &data[4096..]).unwrap_err();
+    assert!(
+        matches!(err, sheep_vdi::Error::Object(sheep_objects::Error::NoSpace)),
+        "{err}"
+    );
+    faulty.full_for_new.store(false, Ordering::SeqCst);
+    assert_eq!(must_read(&pool, "a", OBJ - 4096, 4096), vec![9u8; 4096]);
+    assert_eq!(must_read(&pool, "a", OBJ, 4096), vec![0u8; 4096]);
+    assert_eq!(pool.unreferenced_objects().unwrap(), vec![]);
+}
