@@ -315,3 +315,48 @@ fn copy_taken_while_the_source_is_written_is_point_in_time_consistent() {
     );
     node.stop();
 }
+
+/// Waits up to `secs` for the store's usage to drop to `at_most` bytes; returns the last reading.
+fn must_wait_store_usage(node: &Node, at_most: u64, secs: u64) -> u64 {
+    let mut used = must_store_usage(node);
+    for _ in 0..secs * 10 {
+        if used <= at_most {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        used = must_store_usage(node);
+    }
+    used
+}
+
+#[test]
+fn space_returns_once_nothing_shares_it() {
+    if !require(&["du"]) {
+        return;
+    }
+    let node = Node::start();
+    let empty = must_store_usage(&node);
+    must_make_source(&node.path("src"));
+    drop(must_copy_file(&node.path("src"), &node.path("dst")));
+    let full = must_store_usage(&node);
+    assert!(
+        full >= empty + SRC_DATA,
+        "data is stored: {empty} -> {full}"
+    );
+    // The copy still shares every object: deleting the source frees nothing.
+    std::fs::remove_file(node.path("src")).expect("rm src");
+    thread::sleep(Duration::from_secs(3));
+    let after_src = must_store_usage(&node);
+    assert!(
+        after_src + MIB >= full,
+        "shared data kept: {full} -> {after_src}"
+    );
+    // Nothing references the objects any more: the reclaimer deletes them within seconds.
+    std::fs::remove_file(node.path("dst")).expect("rm dst");
+    let after_dst = must_wait_store_usage(&node, empty + MIB, 20);
+    assert!(
+        after_dst <= empty + MIB,
+        "space returned: {full} -> {after_dst} (empty store {empty})"
+    );
+    node.stop();
+}

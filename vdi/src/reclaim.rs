@@ -1,11 +1,13 @@
-//! The background reclaimer: deletes objects nothing references any more, soon after the
-//! last reference goes.
+//! The background worker of a pool: deletes objects nothing references any more, soon after
+//! the last reference goes, and writes back what no fsync has made durable, so a crash loses
+//! at most the last `writeback` interval of unflushed writes (like a file system's commit
+//! interval).
 
 use crate::pool::Pool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running reclaimer thread; dropping it stops the thread and waits for it.
 pub struct Reclaimer {
@@ -15,15 +17,26 @@ pub struct Reclaimer {
 
 impl Reclaimer {
     /// Starts a thread named `sheep-reclaim` that runs [`Pool::reclaim`] every `interval`
-    /// while objects wait for it.
-    pub fn spawn(pool: Arc<Pool>, interval: Duration) -> std::io::Result<Reclaimer> {
+    /// while objects wait for it, and [`Pool::flush_all`] every `writeback` (if given).
+    pub fn spawn(
+        pool: Arc<Pool>,
+        interval: Duration,
+        writeback: Option<Duration>,
+    ) -> std::io::Result<Reclaimer> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("sheep-reclaim".into())
             .spawn(move || {
+                let mut flushed = Instant::now();
                 while !flag.load(Ordering::SeqCst) {
                     std::thread::park_timeout(interval);
+                    if writeback.is_some_and(|w| flushed.elapsed() >= w) {
+                        flushed = Instant::now();
+                        if let Err(e) = pool.flush_all() {
+                            tracing::warn!(error = %e, "background write-back failed");
+                        }
+                    }
                     if pool.pending_reclaim() == 0 {
                         continue;
                     }
@@ -62,7 +75,7 @@ mod tests {
         let pool = Arc::new(Pool::open(store.clone(), PoolConfig::default()).unwrap());
         let a = pool.create("a", 8 << 20, CreateOpts::default()).unwrap();
         pool.write(a.ino, 0, &[1u8; 8192]).unwrap();
-        let _r = Reclaimer::spawn(pool.clone(), Duration::from_millis(10)).unwrap();
+        let _r = Reclaimer::spawn(pool.clone(), Duration::from_millis(10), None).unwrap();
         pool.unlink("a").unwrap();
         for _ in 0..500 {
             if store
@@ -76,5 +89,28 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("data objects were not reclaimed");
+    }
+
+    #[test]
+    fn unflushed_writes_are_written_back_in_the_background() {
+        let store = Arc::new(MemStore::new());
+        let pool = Arc::new(Pool::open(store.clone(), PoolConfig::default()).unwrap());
+        let a = pool.create("a", 8 << 20, CreateOpts::default()).unwrap();
+        pool.write(a.ino, 0, b"eventually durable").unwrap();
+        let r = Reclaimer::spawn(
+            pool.clone(),
+            Duration::from_millis(5),
+            Some(Duration::from_millis(20)),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(r);
+        drop(pool);
+        store.crash();
+        let pool = Pool::open(store, PoolConfig::default()).unwrap();
+        let mut buf = [0u8; 18];
+        pool.read(pool.lookup("a").unwrap().ino, 0, &mut buf)
+            .unwrap();
+        assert_eq!(&buf, b"eventually durable");
     }
 }

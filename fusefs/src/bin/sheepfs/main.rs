@@ -26,7 +26,7 @@ use sheep_fusefs::fuse::{mount_config, FsOptions, SheepFs};
 use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
 use sheep_fusefs::mountpoint::check_mountpoint;
 use sheep_objects::{DiskStore, ObjectStore};
-use sheep_vdi::{Pool, PoolConfig};
+use sheep_vdi::{Pool, PoolConfig, Reclaimer};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,6 +122,11 @@ impl Stopper {
     }
 }
 
+/// How often the reclaimer looks for objects to delete.
+const RECLAIM_INTERVAL: Duration = Duration::from_secs(2);
+/// How often writes no fsync covered are made durable in the background.
+const WRITEBACK_INTERVAL: Duration = Duration::from_secs(30);
+
 fn flush(pool: &Pool) {
     match pool.flush_all() {
         Ok(()) => info!("every VDI flushed"),
@@ -134,6 +139,14 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     log_unused_discovery_options(&config);
     let mountpoint = check_mountpoint(&config.mountpoint)?;
     let (_store_lock, pool, node) = open_pool(&config)?;
+    // Deletes what nothing references within seconds, and bounds what a crash can lose of
+    // writes no fsync covered.
+    let reclaimer = Reclaimer::spawn(
+        Arc::clone(&pool),
+        RECLAIM_INTERVAL,
+        Some(WRITEBACK_INTERVAL),
+    )
+    .context("cannot start the reclaimer thread")?;
     let node = NodeIdentity {
         mount: mountpoint.clone(),
         ..node
@@ -199,7 +212,8 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     info!("FUSE session ended");
     let _ = shutdown_tx.send(true);
     stop_admin(&rt, admin_task, &config.admin_socket);
-    let flushed = pool.flush_all();
+    drop(reclaimer);
+    let flushed = pool.flush_all().and_then(|()| pool.reclaim().map(|_| ()));
     rt.shutdown_timeout(Duration::from_secs(1));
     served.context("the FUSE session failed")?;
     flushed.context("flushing the pool at shutdown failed")?;
