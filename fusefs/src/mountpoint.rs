@@ -75,6 +75,27 @@ pub fn find_mount(table: &[MountEntry], path: &Path) -> Option<MountEntry> {
     table.iter().rev().find(|m| m.mount_point == path).cloned()
 }
 
+/// Detaches the dead mount a killed sheepfs left on `path` (every access to it fails with
+/// ENOTCONN), so a restart after a crash — by systemd, say — needs no manual `umount -l`.
+/// A live mount is left alone.
+fn detach_dead_sheepfs(path: &Path) -> Result<()> {
+    let Some(m) = find_mount(&mount_table()?, path) else {
+        return Ok(());
+    };
+    let dead = matches!(
+        std::fs::metadata(path),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
+    );
+    if m.fs_type != FS_TYPE || !dead {
+        return Ok(());
+    }
+    tracing::warn!(mountpoint = %path.display(), "detaching the dead mount of a sheepfs that did not stop cleanly");
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::Mountpoint {
+        path: path.to_owned(),
+        reason: format!("cannot detach the dead sheepfs mount there: {e}"),
+    })
+}
+
 /// Checks that `path` can take the mount (an existing empty directory on which nothing is
 /// mounted) and returns its absolute, canonical form.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
@@ -84,6 +105,7 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     };
     // Look in the mount table first: a dead FUSE mount fails every other check with ENOTCONN.
     let absolute = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
+    detach_dead_sheepfs(&absolute)?;
     if let Some(m) = find_mount(&mount_table()?, &absolute) {
         return Err(fail(format!(
             "something ({} from {}) is already mounted there; unmount it first (umount -l {})",
