@@ -57,6 +57,13 @@ pub struct PoolStats {
     pub default_copies: u8,
 }
 
+/// Why a flush failed: a failed sync leaves the VDI's durability unknown; anything else (a
+/// table write refused for lack of space) left the durable state as it was.
+enum FlushError {
+    Sync(Error),
+    Other(Error),
+}
+
 /// All VDIs of one store.
 pub struct Pool {
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -303,16 +310,23 @@ impl Pool {
             (inner.vid(), objects, chunks, inner.rec_dirty)
         };
         let result = self.flush_parts(vid, &objects, &chunks, rec_dirty);
-        if let Err(e) = &result {
-            let mut inner = vdi.inner.lock();
-            inner.dirty_objects.extend(objects);
-            inner.dirty_chunks.extend(chunks.iter().map(|(c, _)| *c));
-            if !matches!(e, Error::Object(sheep_objects::Error::NoSpace)) {
-                tracing::error!(vdi = %inner.rec.display_name(), error = %e, "flush failed; the VDI refuses writes until restart");
+        match result {
+            Ok(()) => Ok(()),
+            Err(FlushError::Sync(e)) => {
+                // After a failed fsync the kernel may have dropped the dirty pages; a later
+                // fsync could then succeed without them. Refuse rather than lie.
+                let mut inner = vdi.inner.lock();
+                tracing::error!(vdi = %inner.rec.display_name(), error = %e, "fsync failed; the VDI refuses writes until restart");
                 inner.failed = Some(e.to_string());
+                Err(e)
+            }
+            Err(FlushError::Other(e)) => {
+                let mut inner = vdi.inner.lock();
+                inner.dirty_objects.extend(objects);
+                inner.dirty_chunks.extend(chunks.iter().map(|(c, _)| *c));
+                Err(e)
             }
         }
-        result
     }
 
     fn flush_parts(
@@ -321,14 +335,19 @@ impl Pool {
         objects: &[Oid],
         chunks: &[(u32, Vec<u8>)],
         rec_dirty: bool,
-    ) -> Result<()> {
-        self.store.sync(objects)?;
+    ) -> Result<(), FlushError> {
+        let sync = |oids: &[Oid]| {
+            self.store
+                .sync(oids)
+                .map_err(|e| FlushError::Sync(e.into()))
+        };
+        sync(objects)?;
         if !chunks.is_empty() {
-            AllocTable::store_chunks(&*self.store, vid, chunks)?;
-            self.store.sync(&[Oid::alloc(vid)])?;
+            AllocTable::store_chunks(&*self.store, vid, chunks).map_err(FlushError::Other)?;
+            sync(&[Oid::alloc(vid)])?;
         }
         if rec_dirty {
-            self.persist_table()?;
+            self.persist_table().map_err(FlushError::Other)?;
         }
         Ok(())
     }
