@@ -33,6 +33,11 @@ const MARKER: &str = "sheepfs-store v1\n";
 const FD_CACHE: usize = 1024;
 const FD_SHARDS: usize = 16;
 const COPY_CHUNK: usize = 1 << 20;
+/// Largest single `pwrite` into an object file. Linux ext4 backs a large buffered write with
+/// a large folio, and every later small write into that folio walks all of its buffer heads
+/// (measured: 4k random writes after a 4 MiB-write fill ran at a third of the speed they reach
+/// after a 64 KiB-write fill); smaller pieces keep folios small.
+const WRITE_PIECE: usize = 64 << 10;
 
 /// One independently locked part of the descriptor cache.
 type FdShard = Mutex<LruCache<Oid, Arc<File>>>;
@@ -223,7 +228,12 @@ impl ObjectStore for DiskStore {
 
     fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<()> {
         let f = self.file(oid, true)?;
-        f.write_all_at(data, offset).map_err(|e| Error::io(oid, e))
+        let mut at = 0;
+        for piece in data.chunks(WRITE_PIECE) {
+            f.write_all_at(piece, offset + at as u64).map_err(|e| Error::io(oid, e))?;
+            at += piece.len();
+        }
+        Ok(())
     }
 
     fn copy(&self, src: Oid, dst: Oid) -> Result<()> {
