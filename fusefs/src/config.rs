@@ -1,6 +1,9 @@
-//! The daemon's configuration, as composed by the `sheepfs` binary from its command line.
+//! The daemon's configuration, as composed by the `sheepfs` binary: a flag wins over its
+//! environment variable, which wins over the TOML file (`--config`), which wins over the
+//! default. `examples/sheep.toml` lists every key with its default.
 
 use crate::error::{Error, Result};
+use serde::Deserialize;
 use std::path::PathBuf;
 use tracing::warn;
 
@@ -20,7 +23,8 @@ pub const DEFAULT_THREADS: usize = 32;
 pub const MAX_THREADS: usize = 1024;
 
 /// Everything one `sheepfs` node needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DaemonConfig {
     /// Where the VDIs are mounted.
     pub mountpoint: PathBuf,
@@ -59,6 +63,12 @@ impl Default for DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Parses a TOML configuration file; keys not given keep their defaults, unknown keys are
+    /// refused.
+    pub fn from_toml(text: &str) -> Result<DaemonConfig> {
+        toml::from_str(text).map_err(|e| config_err("configuration file", e.to_string()))
+    }
+
     /// Checks ranges; warns about legal but risky values.
     pub fn validate(&self) -> Result<()> {
         if self.mountpoint.as_os_str().is_empty() {
@@ -102,6 +112,24 @@ mod tests {
             mountpoint: "/mnt/sheep".into(),
             ..DaemonConfig::default()
         }
+    }
+
+    #[test]
+    fn the_example_file_parses_and_equals_the_defaults() {
+        let text = include_str!("../../examples/sheep.toml");
+        assert_eq!(
+            DaemonConfig::from_toml(text).unwrap(),
+            DaemonConfig::default()
+        );
+    }
+
+    #[test]
+    fn a_file_sets_what_it_names_and_refuses_unknown_keys() {
+        let c = DaemonConfig::from_toml("copies = 2\nstore = \"/srv/sheep\"\n").unwrap();
+        assert_eq!((c.copies, c.store), (2, PathBuf::from("/srv/sheep")));
+        assert_eq!(c.threads, DEFAULT_THREADS);
+        assert!(DaemonConfig::from_toml("copeis = 2\n").is_err());
+        assert!(DaemonConfig::from_toml("copies = \"two\"\n").is_err());
     }
 
     #[test]

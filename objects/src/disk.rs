@@ -230,7 +230,8 @@ impl ObjectStore for DiskStore {
         let f = self.file(oid, true)?;
         let mut at = 0;
         for piece in data.chunks(WRITE_PIECE) {
-            f.write_all_at(piece, offset + at as u64).map_err(|e| Error::io(oid, e))?;
+            f.write_all_at(piece, offset + at as u64)
+                .map_err(|e| Error::io(oid, e))?;
             at += piece.len();
         }
         Ok(())

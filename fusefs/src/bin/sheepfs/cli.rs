@@ -1,10 +1,7 @@
 //! The `sheepfs` command line (see docs/CONTRACTS.md).
 
 use clap::Parser;
-use sheep_fusefs::config::{
-    DaemonConfig, DEFAULT_ADMIN_SOCKET, DEFAULT_CLUSTER, DEFAULT_COPIES, DEFAULT_STORE,
-    DEFAULT_THREADS,
-};
+use sheep_fusefs::config::DaemonConfig;
 use std::path::PathBuf;
 
 /// Serves every virtual disk (VDI) of the sheepfs pool as a sparse file under MOUNTPOINT.
@@ -20,13 +17,20 @@ pub struct Cli {
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
 
-    /// Directory holding this node's objects and its node id (created if missing).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    /// TOML configuration file (keys as in examples/sheep.toml); flags and their
+    /// environment variables win over it.
+    #[arg(long, value_name = "FILE", env = "SHEEPFS_CONFIG")]
+    pub config: Option<PathBuf>,
 
-    /// Root-only Unix socket that `dog` talks to (its directory is created).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_ADMIN_SOCKET)]
-    pub admin_socket: PathBuf,
+    /// Directory holding this node's objects and its node id (created if missing)
+    /// [default: /var/lib/sheepfs].
+    #[arg(long, value_name = "DIR", env = "SHEEPFS_STORE")]
+    pub store: Option<PathBuf>,
+
+    /// Root-only Unix socket that `dog` talks to (its directory is created)
+    /// [default: /run/sheepfs/admin.sock].
+    #[arg(long, value_name = "PATH", env = "SHEEPFS_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
 
     /// Do not discover other hosts by mDNS (multi-host discovery is not active yet).
     #[arg(long)]
@@ -37,37 +41,45 @@ pub struct Cli {
     pub peers: Vec<String>,
 
     /// Address to listen on for other hosts, e.g. 0.0.0.0:7000 (not active yet).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "SHEEPFS_LISTEN")]
     pub listen: Option<String>,
 
-    /// Copies of each object for VDIs created without their own count (1 to 31).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_COPIES,
+    /// Copies of each object for VDIs created without their own count (1 to 31) [default: 3].
+    #[arg(long, value_name = "N", env = "SHEEPFS_COPIES",
           value_parser = clap::value_parser!(u8).range(1..=31))]
-    pub copies: u8,
+    pub copies: Option<u8>,
 
-    /// Cluster name; sheepfs instances with different names ignore each other.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
-    pub cluster: String,
+    /// Cluster name; sheepfs instances with different names ignore each other
+    /// [default: sheepdog].
+    #[arg(long, value_name = "NAME", env = "SHEEPFS_CLUSTER")]
+    pub cluster: Option<String>,
 
-    /// FUSE worker threads; they also do the disk I/O, so they bound the I/O parallelism.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_THREADS as u16,
+    /// FUSE worker threads; they also do the disk I/O, so they bound the I/O parallelism
+    /// [default: 32].
+    #[arg(long, value_name = "N", env = "SHEEPFS_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: u16,
+    pub threads: Option<u16>,
 }
 
 impl Cli {
-    /// The daemon configuration these arguments describe.
-    pub fn into_config(self) -> DaemonConfig {
+    /// The daemon configuration: these arguments (and their environment variables) over
+    /// `file` (the parsed `--config`), over the defaults.
+    pub fn into_config(self, file: Option<DaemonConfig>) -> DaemonConfig {
+        let base = file.unwrap_or_default();
         DaemonConfig {
             mountpoint: self.mountpoint,
-            store: self.store,
-            admin_socket: self.admin_socket,
-            mdns: !self.no_mdns,
-            peers: self.peers,
-            listen: self.listen,
-            copies: self.copies,
-            cluster: self.cluster,
-            threads: usize::from(self.threads),
+            store: self.store.unwrap_or(base.store),
+            admin_socket: self.admin_socket.unwrap_or(base.admin_socket),
+            mdns: base.mdns && !self.no_mdns,
+            peers: if self.peers.is_empty() {
+                base.peers
+            } else {
+                self.peers
+            },
+            listen: self.listen.or(base.listen),
+            copies: self.copies.unwrap_or(base.copies),
+            cluster: self.cluster.unwrap_or(base.cluster),
+            threads: self.threads.map_or(base.threads, usize::from),
         }
     }
 }
@@ -79,7 +91,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<DaemonConfig, clap::Error> {
         Cli::try_parse_from(std::iter::once("sheepfs").chain(args.iter().copied()))
-            .map(Cli::into_config)
+            .map(|c| c.into_config(None))
     }
 
     #[test]
@@ -130,6 +142,16 @@ mod tests {
         assert_eq!(c.listen.as_deref(), Some("0.0.0.0:7000"));
         assert_eq!((c.copies, c.threads), (2, 8));
         assert_eq!(c.cluster, "lab");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file =
+            DaemonConfig::from_toml("copies = 2\ncluster = \"lab\"\nmdns = false\n").unwrap();
+        let cli = Cli::try_parse_from(["sheepfs", "/m", "--copies", "1"]).unwrap();
+        let c = cli.into_config(Some(file));
+        assert_eq!((c.copies, c.cluster.as_str(), c.mdns), (1, "lab", false));
+        assert_eq!(c.store, DaemonConfig::default().store);
     }
 
     #[test]

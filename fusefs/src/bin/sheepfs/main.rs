@@ -46,8 +46,16 @@ const DEFAULT_LOG: &str = "sheep=info,fuser=warn";
 const ADMIN_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let config = cli::Cli::parse().into_config();
+    let args = cli::Cli::parse();
     init_logging();
+    let file = match args.config.as_deref().map(load_config).transpose() {
+        Ok(file) => file,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "cannot use the configuration file");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = args.into_config(file);
     install_panic_hook();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +128,13 @@ impl Stopper {
         let _ = std::fs::remove_file(&self.socket);
         std::process::exit(1);
     }
+}
+
+/// Reads and parses the `--config` file.
+fn load_config(path: &std::path::Path) -> anyhow::Result<DaemonConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    DaemonConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
 /// How often the reclaimer looks for objects to delete.
