@@ -15,10 +15,6 @@ use crate::vdi::Vdi;
 use sheep_objects::{Oid, Vid, OBJECT_SIZE};
 use std::sync::Arc;
 
-fn vdi_ino(vdi: &Vdi) -> Ino {
-    vdi.inner.lock().rec.ino()
-}
-
 impl Pool {
     /// Copies the durable allocation object of `from` to `to` and syncs it.
     fn copy_alloc(&self, from: Vid, to: Vid) -> Result<()> {
@@ -29,6 +25,12 @@ impl Pool {
         }
         self.store.sync(&[Oid::alloc(to)])?;
         Ok(())
+    }
+
+    /// Flushes a VDI while its writes go on (its gate held shared).
+    fn flush_shared(&self, vdi: &Vdi) -> Result<()> {
+        let _g = vdi.gate.read();
+        self.flush_locked(vdi)
     }
 
     /// Moves a writable VDI to a fresh id (see the module doc). The caller holds `ns` and the
@@ -100,7 +102,7 @@ impl Pool {
         }
         let vdi = self.vdi(self.ino_of(name)?)?;
         // Most dirty data is flushed while writes go on; the VDI pauses only for the rest.
-        self.flush(vdi_ino(&vdi))?;
+        self.flush_shared(&vdi)?;
         let _g = vdi.gate.write();
         let old = self.freeze(&vdi)?;
         let (mut rec, table) = {
@@ -139,7 +141,7 @@ impl Pool {
             return Err(Error::Exists(dst.to_owned()));
         }
         let svdi = self.vdi(self.ino_of(src)?)?;
-        self.flush(vdi_ino(&svdi))?;
+        self.flush_shared(&svdi)?;
         let _g = svdi.gate.write();
         let frozen = if svdi.inner.lock().rec.snapshot {
             None

@@ -126,17 +126,13 @@ impl Pool {
             return self.write_owned(vdi, oid, p.off, data);
         }
         self.take_object(vdi, p.idx, vid, owner, Some((p.off, data)))?;
-        let mut inner = vdi.inner.lock();
-        inner.dirty_objects.insert(oid);
-        inner.usage = None;
+        vdi.inner.lock().mark_written(oid);
         Ok(())
     }
 
     fn write_owned(&self, vdi: &Vdi, oid: Oid, off: u64, data: &[u8]) -> Result<()> {
         self.store.write(oid, off, data)?;
-        let mut inner = vdi.inner.lock();
-        inner.dirty_objects.insert(oid);
-        inner.usage = None;
+        vdi.inner.lock().mark_written(oid);
         Ok(())
     }
 
@@ -209,9 +205,7 @@ impl Pool {
         }
         let oid = Oid::data(vid, p.idx);
         self.store.punch(oid, p.off, p.len)?;
-        let mut inner = vdi.inner.lock();
-        inner.dirty_objects.insert(oid);
-        inner.usage = None;
+        vdi.inner.lock().mark_written(oid);
         Ok(())
     }
 

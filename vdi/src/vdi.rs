@@ -84,6 +84,12 @@ impl Inner {
         self.rec.vid()
     }
 
+    /// Records that `oid` changed: it is synced at the next flush and the usage is stale.
+    pub(crate) fn mark_written(&mut self, oid: Oid) {
+        self.dirty_objects.insert(oid);
+        self.usage = None;
+    }
+
     /// Sets a table entry, remembering the chunk as dirty; returns the previous owner.
     pub(crate) fn set_entry(&mut self, idx: u32, vid: Vid) -> Vid {
         self.dirty_chunks.insert(idx / crate::alloc::CHUNK_ENTRIES);
