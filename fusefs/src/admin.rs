@@ -232,11 +232,13 @@ pub fn wire_error(e: &Error) -> WireError {
         Error::NotSupported(_) => WireError::Invalid(e.to_string()),
         Error::ReadOnly(name) => WireError::ReadOnly(name.clone()),
         Error::Busy(name) => WireError::Busy(name.clone()),
+        Error::Locked(_) => WireError::Busy(e.to_string()),
         Error::NoVid => WireError::NoSpace,
         Error::Object(sheep_objects::Error::NoSpace) => WireError::NoSpace,
-        Error::CorruptMeta { .. } | Error::WriteBack(..) | Error::Object(_) => {
-            WireError::Io(e.to_string())
-        }
+        Error::CorruptMeta { .. }
+        | Error::WriteBack(..)
+        | Error::Object(_)
+        | Error::Unavailable(_) => WireError::Io(e.to_string()),
     }
 }
 

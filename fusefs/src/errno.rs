@@ -25,6 +25,8 @@ impl ToErrno for Error {
             Error::Invalid(_) => libc::EINVAL,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Busy(_) => libc::EBUSY,
+            Error::Locked(_) => libc::EAGAIN,
+            Error::Unavailable(_) => libc::EIO,
             Error::TooBig(_) => libc::EFBIG,
             Error::NoVid => libc::ENOSPC,
             Error::NotSupported(_) => libc::EOPNOTSUPP,

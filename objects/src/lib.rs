@@ -4,8 +4,9 @@
 //! 24-bit [`Vid`], 32-bit index). The [`ObjectStore`] trait is the seam between the volume layer
 //! and storage: [`DiskStore`] keeps objects as sparse files under `--store DIR`, [`MemStore`]
 //! keeps them in memory, and both pass the one conformance suite in [`conformance`].
-//! Placement, replication and recovery arrive here with the cluster. This crate depends only on
-//! `sheep-p2p`.
+//! [`placement`] names the hosts holding each data object (consistent hashing),
+//! [`ReplicatedStore`] keeps data objects on those hosts over the data channel ([`net`], plain
+//! TCP). This crate depends only on `sheep-p2p`.
 #![warn(missing_docs)]
 
 pub mod conformance;
@@ -13,7 +14,10 @@ pub mod disk;
 pub mod error;
 pub mod faulty;
 pub mod mem;
+pub mod net;
 pub mod oid;
+pub mod placement;
+pub mod replicated;
 pub mod store;
 
 pub use disk::DiskStore;
@@ -21,4 +25,8 @@ pub use error::{Error, Result};
 pub use faulty::FaultyStore;
 pub use mem::MemStore;
 pub use oid::{ObjectKind, Oid, Vid, OBJECT_BYTES, OBJECT_SIZE};
+pub use placement::Placement;
+pub use replicated::{
+    ClusterMap, CopiesOf, FixedCopies, Member, ReplicaConfig, ReplicaStatus, ReplicatedStore,
+};
 pub use store::{ObjectStore, StoreStats};

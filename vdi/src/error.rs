@@ -45,6 +45,12 @@ pub enum Error {
     /// writes and flushes until sheepfs restarts from what is on disk.
     #[error("writes to {0} could not be made durable ({1}); restart sheepfs to recover")]
     WriteBack(String, String),
+    /// A byte-range lock of another owner (on this or another host) is in the way.
+    #[error("locked by another owner")]
+    Locked(crate::locks::Lock),
+    /// The cluster could not order the change (no quorum, not a member, timed out).
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
     /// The object layer failed.
     #[error(transparent)]
     Object(#[from] sheep_objects::Error),

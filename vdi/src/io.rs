@@ -1,6 +1,7 @@
 //! Data I/O: read, write, discard and the data/hole map.
 
 use crate::attr::{Ino, Time};
+use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::pool::{Pool, MAX_VDI_SIZE};
 use crate::vdi::Vdi;
@@ -75,8 +76,42 @@ impl Pool {
     /// Writes at `offset`, growing the VDI if the write ends past its size.
     pub fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> Result<usize> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
+        let _g = self.owned_gate(&vdi)?;
         self.write_locked(&vdi, offset, data)
+    }
+
+    /// Takes the VDI's gate shared with this host as its owner (claiming it if needed).
+    pub(crate) fn owned_gate<'a>(
+        &self,
+        vdi: &'a Vdi,
+    ) -> Result<parking_lot::RwLockReadGuard<'a, ()>> {
+        loop {
+            {
+                let i = vdi.inner.lock();
+                if i.rec.snapshot {
+                    return Err(Error::ReadOnly(i.rec.display_name()));
+                }
+            }
+            self.claim(vdi)?;
+            let g = vdi.gate.read();
+            if vdi.inner.lock().owner == Some(self.me) {
+                return Ok(g);
+            }
+        }
+    }
+
+    /// Takes the VDI's gate exclusively with this host as its owner.
+    pub(crate) fn owned_gate_mut<'a>(
+        &self,
+        vdi: &'a Vdi,
+    ) -> Result<parking_lot::RwLockWriteGuard<'a, ()>> {
+        loop {
+            self.claim(vdi)?;
+            let g = vdi.gate.write();
+            if vdi.inner.lock().owner == Some(self.me) {
+                return Ok(g);
+            }
+        }
     }
 
     /// Writes to a VDI whose gate the caller holds.
@@ -85,28 +120,39 @@ impl Pool {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_VDI_SIZE)
             .ok_or(Error::TooBig(offset.saturating_add(data.len() as u64)))?;
-        {
+        let (ino, grows) = {
             let mut inner = vdi.inner.lock();
             if inner.rec.snapshot {
                 return Err(Error::ReadOnly(inner.rec.display_name()));
             }
             inner.check_failed()?;
-            if end > inner.rec.size {
-                inner.rec.size = end;
-                inner.rec_dirty = true;
-            }
             let now = Time::now();
             inner.rec.mtime = now;
             inner.rec.ctime = now;
-        }
+            inner.mtime_dirty = true;
+            (inner.rec.ino, end > inner.rec.size)
+        };
+        let mut done = data.len();
         for p in pieces(offset, data.len() as u64) {
             if let Err(e) = self.write_piece(vdi, p, &data[span(&p)]) {
                 // A short write when part of it landed; the caller retries the rest and gets
                 // the error then.
-                return if p.pos > 0 { Ok(p.pos) } else { Err(e) };
+                if p.pos == 0 {
+                    return Err(e);
+                }
+                done = p.pos;
+                break;
             }
         }
-        Ok(data.len())
+        if grows {
+            let size = offset + done as u64;
+            self.submit(Cmd::Extend {
+                ino,
+                size,
+                time: Time::now(),
+            })?;
+        }
+        Ok(done)
     }
 
     /// Writes inside one object: in place when this VDI owns it, else allocates it or copies
@@ -126,7 +172,6 @@ impl Pool {
             return self.write_owned(vdi, oid, p.off, data);
         }
         self.take_object(vdi, p.idx, vid, owner, Some((p.off, data)))?;
-        vdi.inner.lock().mark_written(oid);
         Ok(())
     }
 
@@ -137,9 +182,9 @@ impl Pool {
     }
 
     /// Makes `idx` owned by `vid`: a fresh empty object, or a copy of the shared one, with
-    /// `first` written into it. The table points at the new object only once it holds all of
-    /// that, so a failure (a full disk) leaves the old state readable. The caller holds the
-    /// stripe of `idx` exclusively.
+    /// `first` written into it. The table points at the new object only once every copy holds
+    /// all of that durably, so a failure (a full disk) or a crash leaves the old state
+    /// readable. The caller holds the stripe of `idx` exclusively and owns the VDI.
     pub(crate) fn take_object(
         &self,
         vdi: &Vdi,
@@ -160,14 +205,19 @@ impl Pool {
                 .copy(Oid::data(owner, idx), oid)
                 .and_then(|()| first.map_or(Ok(()), |(off, data)| self.store.write(oid, off, data)))
         };
+        let made = made.and_then(|()| self.store.sync(&[oid]));
         if let Err(e) = made {
             let _ = self.store.remove(oid);
             return Err(e.into());
         }
-        vdi.inner.lock().set_entry(idx, vid);
-        self.refs.lock().inc(oid);
-        if !owner.is_none() {
-            self.drop_ref(Oid::data(owner, idx));
+        let ino = vdi.inner.lock().rec.ino;
+        if let Err(e) = self.submit(Cmd::SetEntries {
+            ino,
+            vid: vid.0,
+            entries: vec![(idx, owner.0, vid.0)],
+        }) {
+            let _ = self.store.remove(oid);
+            return Err(e);
         }
         Ok(())
     }
@@ -175,13 +225,7 @@ impl Pool {
     /// Frees `offset..offset+len`: it reads as zeros afterwards; the size does not change.
     pub fn discard(&self, ino: Ino, offset: u64, len: u64) -> Result<()> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
-        {
-            let inner = vdi.inner.lock();
-            if inner.rec.snapshot {
-                return Err(Error::ReadOnly(inner.rec.display_name()));
-            }
-        }
+        let _g = self.owned_gate(&vdi)?;
         let end = offset.saturating_add(len).min(MAX_VDI_SIZE);
         for p in pieces(offset, end.saturating_sub(offset)) {
             self.discard_piece(&vdi, p)?;
@@ -196,8 +240,12 @@ impl Pool {
             return Ok(());
         }
         if p.len == OBJECT_SIZE {
-            vdi.inner.lock().set_entry(p.idx, Vid::NONE);
-            self.drop_ref(Oid::data(owner, p.idx));
+            let ino = vdi.inner.lock().rec.ino;
+            self.submit(Cmd::SetEntries {
+                ino,
+                vid: vid.0,
+                entries: vec![(p.idx, owner.0, 0)],
+            })?;
             return Ok(());
         }
         if owner != vid {

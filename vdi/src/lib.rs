@@ -9,11 +9,15 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+mod apply;
 pub mod attr;
+pub mod cmd;
 mod cow;
 pub mod error;
 pub mod inode;
 mod io;
+pub mod locks;
+pub mod log;
 mod ops;
 pub mod pool;
 mod reclaim;
@@ -22,5 +26,7 @@ mod vdi;
 
 pub use attr::{CreateOpts, Ino, SetAttr, Time, VdiAttr};
 pub use error::{Error, Result};
+pub use locks::{Lock, LockKind};
+pub use log::{LocalLog, MetaLog};
 pub use pool::{Pool, PoolConfig, PoolStats, MAX_VDI_SIZE};
 pub use reclaim::Reclaimer;

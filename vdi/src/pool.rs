@@ -1,33 +1,44 @@
-//! The pool: every VDI of this store, and the operations the mount and `dog` call.
+//! The pool: every VDI of the cluster, and the operations the mount and `dog` call.
 //!
-//! Locking, outermost first: `ns` (one metadata operation at a time) → a VDI's `gate` (data
-//! I/O shared, id/table changes exclusive) → a stripe lock of the object index (shared for
-//! in-place I/O, exclusive to allocate, copy-on-write or reclaim) → `persist` → a VDI's
-//! `inner` → `refs` and `pending` (leaves). Data I/O never takes `ns`.
+//! The metadata (records, allocation tables, reference counts, owners, locks) is a state
+//! machine fed by the metadata log (see `docs/CLUSTER.md` and [`crate::log`]): an operation
+//! proposes a command and returns once it has been applied here ([`Pool::apply_entry`]).
+//! Object data goes straight to the store.
 //!
-//! Durability: a write is acknowledged once it is in the store's (volatile) cache; `flush`
-//! syncs the VDI's written objects, then the table chunks that point at them, then its record
-//! if the size changed — so a durable table never names an object whose content is not
-//! durable. An object nothing references is deleted only after every table has been flushed
-//! past the change that dropped it ([`Pool::reclaim`]), so a crash never leaves a durable
-//! table naming a deleted object.
+//! Locking, outermost first: `ns` (one local metadata operation at a time) → a VDI's `gate`
+//! (data I/O shared, id/table changes exclusive) → a stripe lock of the object index (shared
+//! for in-place I/O, exclusive to allocate, copy-on-write or reclaim) → `applied` (the apply
+//! of one log command) → a VDI's `inner` → `refs`, `pending`, `locks`, `results` (leaves).
+//! Applying a command takes only `applied` and what follows it, so a proposer may hold a gate
+//! or a stripe while it waits for its command.
+//!
+//! Durability: a command is durable in the log before it is applied. A write is acknowledged
+//! once every copy has it in its (volatile) cache; `flush` syncs the VDI's written objects on
+//! every copy. A new object (allocation or copy-on-write) is synced before the command that
+//! points the table at it, so a durable table never names an object that could be missing.
 
-use crate::alloc::AllocTable;
 use crate::attr::{Ino, VdiAttr};
+use crate::cmd::{self, Cmd, Proposal};
 use crate::error::{Error, Result};
-use crate::inode::{self, InodeV1, TableV1};
+use crate::locks::LockTable;
+use crate::log::{LocalLog, MetaLog, LOCAL_NODE};
 use crate::refs::Refs;
 use crate::vdi::Vdi;
-use parking_lot::{Mutex, RwLock};
-use sheep_objects::{ObjectKind, ObjectStore, Oid, Vid, OBJECT_SIZE};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use parking_lot::{Condvar, Mutex, RwLock};
+use sheep_objects::{ObjectKind, ObjectStore, Oid, Vid};
+use sheep_p2p::NodeId;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The largest VDI size: 64 TiB.
 pub const MAX_VDI_SIZE: u64 = 64 << 40;
 
 const STRIPES: usize = 1024;
+
+/// How long a write waits for the VDI's owner to hand it over.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Configuration of a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,117 +68,263 @@ pub struct PoolStats {
     pub default_copies: u8,
 }
 
-/// Why a flush failed: a failed sync leaves the VDI's durability unknown; anything else (a
-/// table write refused for lack of space) left the durable state as it was.
-enum FlushError {
-    Sync(Error),
-    Other(Error),
+/// What applying a command produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Done,
+    Ino(Ino),
 }
 
-/// All VDIs of one store.
+/// All VDIs of the pool.
 pub struct Pool {
+    /// Where object data goes (in a cluster: every copy).
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// This host's own objects (reclaim deletes its copies here).
+    pub(crate) local: Arc<dyn ObjectStore>,
     pub(crate) config: PoolConfig,
+    pub(crate) me: NodeId,
+    log: Arc<dyn MetaLog>,
     pub(crate) ns: Mutex<()>,
     pub(crate) vdis: RwLock<HashMap<Ino, Arc<Vdi>>>,
     pub(crate) names: RwLock<BTreeMap<String, Ino>>,
     pub(crate) refs: Mutex<Refs>,
+    /// Copies of the objects of each VDI id in use.
+    pub(crate) vid_copies: Mutex<HashMap<Vid, u8>>,
     /// Objects whose last reference went away, waiting for [`Pool::reclaim`].
     pub(crate) pending: Mutex<Vec<Oid>>,
-    pub(crate) persist: Mutex<()>,
+    pub(crate) locks: Mutex<LockTable>,
     pub(crate) next_ino: AtomicU64,
     pub(crate) next_vid: AtomicU32,
+    /// The last applied log entry; held while one is applied.
+    pub(crate) applied: Mutex<u64>,
+    /// Results of this host's proposals, by token.
+    pub(crate) results: Mutex<HashMap<u64, Result<Outcome>>>,
+    next_token: AtomicU64,
+    /// Signalled after every applied command (owners waiting for a handover).
+    pub(crate) changed: Condvar,
+    changed_lock: Mutex<()>,
+    /// Handovers asked of this host: (VDI, the host that wants it).
+    pub(crate) wants: Mutex<Vec<(Ino, NodeId)>>,
     stripes: Box<[RwLock<()>]>,
 }
 
 impl Pool {
-    /// Opens the pool kept in `store`: loads the VDI table, deletes VDIs that were unlinked
-    /// while open, and removes objects that nothing references (left by a crash).
+    /// Opens a pool on its own, its metadata log kept in `store` ([`LocalLog`]): replays the
+    /// log, then removes objects that nothing references (left by a crash).
     pub fn open(store: Arc<dyn ObjectStore>, config: PoolConfig) -> Result<Pool> {
-        let table = inode::load_table(&*store)?;
-        let pool = Pool {
-            store,
-            config,
-            ns: Mutex::new(()),
-            vdis: RwLock::new(HashMap::new()),
-            names: RwLock::new(BTreeMap::new()),
-            refs: Mutex::new(Refs::default()),
-            pending: Mutex::new(Vec::new()),
-            persist: Mutex::new(()),
-            next_ino: AtomicU64::new(table.next_ino.max(2)),
-            next_vid: AtomicU32::new(table.next_vid.max(1)),
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
-        };
-        let mut dropped = false;
-        for rec in table.inodes {
-            if rec.unlinked {
-                dropped = true;
-                continue;
-            }
-            pool.load_vdi(rec)?;
-        }
-        if dropped {
-            pool.persist_table()?;
-        }
+        let (log, entries) = LocalLog::open(store.clone())?;
+        let pool = Pool::new(store.clone(), store, config, LOCAL_NODE, Arc::new(log));
+        pool.replay(entries);
+        pool.restarted()?;
         pool.collect_garbage()?;
         Ok(pool)
     }
 
-    fn load_vdi(&self, rec: InodeV1) -> Result<()> {
-        let max_idx = rec.size.div_ceil(OBJECT_SIZE);
-        let mut table = AllocTable::load(&*self.store, rec.vid(), MAX_VDI_SIZE / OBJECT_SIZE)?;
-        let beyond: Vec<u32> = table
-            .iter()
-            .filter(|(i, _)| u64::from(*i) >= max_idx)
-            .map(|(i, _)| i)
-            .collect();
-        for i in &beyond {
-            table.set(*i, Vid::NONE);
+    /// A pool with no VDIs whose commands go through `log`; replay what the log already holds
+    /// with [`Pool::replay`] (or let the log deliver it) before serving.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        local: Arc<dyn ObjectStore>,
+        config: PoolConfig,
+        me: NodeId,
+        log: Arc<dyn MetaLog>,
+    ) -> Pool {
+        Pool {
+            store,
+            local,
+            config,
+            me,
+            log,
+            ns: Mutex::new(()),
+            vdis: RwLock::new(HashMap::new()),
+            names: RwLock::new(BTreeMap::new()),
+            refs: Mutex::new(Refs::default()),
+            vid_copies: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            locks: Mutex::new(LockTable::default()),
+            next_ino: AtomicU64::new(2),
+            next_vid: AtomicU32::new(1),
+            applied: Mutex::new(0),
+            results: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            changed: Condvar::new(),
+            changed_lock: Mutex::new(()),
+            wants: Mutex::new(Vec::new()),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         }
-        {
-            let mut refs = self.refs.lock();
-            for (idx, owner) in table.iter() {
-                refs.inc(Oid::data(owner, idx));
-            }
-        }
-        let ino = rec.ino();
-        let name = rec.display_name();
-        let vdi = Vdi::new(rec, table);
-        if !beyond.is_empty() {
-            let mut inner = vdi.inner.lock();
-            for i in beyond {
-                inner.dirty_chunks.insert(i / crate::alloc::CHUNK_ENTRIES);
-            }
-        }
-        self.vdis.write().insert(ino, Arc::new(vdi));
-        self.names.write().insert(name, ino);
-        Ok(())
     }
 
-    /// Removes objects no table references: data objects, and allocation objects of VDI ids
-    /// no record uses.
+    /// Applies stored log entries, in order, numbered from 1.
+    pub fn replay(&self, entries: Vec<Vec<u8>>) {
+        for (i, e) in entries.into_iter().enumerate() {
+            self.apply_entry(i as u64 + 1, &e);
+        }
+        self.results.lock().clear();
+    }
+
+    /// Releases what this host's previous run held (call once at start, after the replay
+    /// and, in a cluster, once this host is a member again).
+    pub fn restarted(&self) -> Result<()> {
+        self.submit(Cmd::Restarted { node: self.me }).map(|_| ())
+    }
+
+    /// Forgets every VDI (the cluster's history replaced ours; it is delivered again).
+    pub fn reset(&self) {
+        let _a = self.applied.lock();
+        self.vdis.write().clear();
+        self.names.write().clear();
+        *self.refs.lock() = Refs::default();
+        self.vid_copies.lock().clear();
+        *self.locks.lock() = LockTable::default();
+        self.next_ino.store(2, Ordering::SeqCst);
+        self.next_vid.store(1, Ordering::SeqCst);
+    }
+
+    /// This host's id in the cluster.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The highest log entry applied.
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.lock()
+    }
+
+    /// Copies of the objects of VDI id `vid` (the pool default for an id it does not know).
+    pub fn copies_of(&self, vid: Vid) -> u8 {
+        self.vid_copies
+            .lock()
+            .get(&vid)
+            .copied()
+            .unwrap_or(self.config.default_copies)
+    }
+
+    /// Proposes `cmd` and returns what applying it here gave.
+    pub(crate) fn submit(&self, cmd: Cmd) -> Result<Outcome> {
+        let token = self.next_token.fetch_add(1, Ordering::SeqCst);
+        let bytes = cmd::encode(&Proposal {
+            node: self.me,
+            token,
+            cmd,
+        })?;
+        self.log.submit(self, bytes)?;
+        self.results
+            .lock()
+            .remove(&token)
+            .unwrap_or_else(|| Err(Error::Invalid("the log lost a command's result".into())))
+    }
+
+    /// Waits until `done` holds after some applied command, or `timeout`; returns whether
+    /// it holds.
+    pub fn wait_applied(&self, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.changed_lock.lock();
+        loop {
+            if done() {
+                return true;
+            }
+            if self
+                .changed
+                .wait_until(
+                    &mut g,
+                    deadline.min(Instant::now() + Duration::from_millis(100)),
+                )
+                .timed_out()
+                && Instant::now() >= deadline
+            {
+                return done();
+            }
+        }
+    }
+
+    /// Makes this host the VDI's owner, asking the current owner to hand it over.
+    pub(crate) fn claim(&self, vdi: &Vdi) -> Result<()> {
+        let deadline = Instant::now() + OWNER_TIMEOUT;
+        loop {
+            let (owner, ino, name) = {
+                let i = vdi.inner.lock();
+                (i.owner, i.rec.ino(), i.rec.display_name())
+            };
+            match owner {
+                Some(o) if o == self.me => return Ok(()),
+                None => match self.submit(Cmd::Own {
+                    ino: ino.0,
+                    node: self.me,
+                    from: None,
+                }) {
+                    Ok(_) | Err(Error::Busy(_)) => continue,
+                    Err(e) => return Err(e),
+                },
+                Some(_) => {
+                    self.submit(Cmd::Want {
+                        ino: ino.0,
+                        node: self.me,
+                    })?;
+                    let me = self.me;
+                    self.wait_applied(Duration::from_secs(2), || {
+                        let o = vdi.inner.lock().owner;
+                        o == Some(me) || o.is_none()
+                    });
+                    if !self.vdis.read().contains_key(&ino) {
+                        return Err(Error::NotFound(name));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Busy(format!(
+                    "{name}: its owner did not hand it over"
+                )));
+            }
+        }
+    }
+
+    /// Hands VDIs other hosts asked for over, once their in-flight writes are done. Run by the
+    /// background worker.
+    pub fn serve_handovers(&self) {
+        let wants: Vec<(Ino, NodeId)> = std::mem::take(&mut *self.wants.lock());
+        for (ino, to) in wants {
+            let Ok(vdi) = self.vdi(ino) else { continue };
+            let _g = vdi.gate.write();
+            if vdi.inner.lock().owner != Some(self.me) {
+                continue;
+            }
+            if let Err(e) = self.flush_locked(&vdi) {
+                tracing::warn!(ino = ino.0, error = %e, "flush before handing a VDI over failed");
+            }
+            match self.submit(Cmd::Own {
+                ino: ino.0,
+                node: to,
+                from: Some(self.me),
+            }) {
+                Ok(_) => tracing::debug!(ino = ino.0, to = %to, "handed VDI over"),
+                Err(e) => tracing::warn!(ino = ino.0, error = %e, "handover failed"),
+            }
+        }
+    }
+
+    /// True while another host waits for a VDI this host owns.
+    pub fn handovers_waiting(&self) -> bool {
+        !self.wants.lock().is_empty()
+    }
+
+    /// Removes this host's data objects that no table references (after a crash). Only for a
+    /// pool on its own: in a cluster another host may be creating an object here right now.
     fn collect_garbage(&self) -> Result<()> {
-        let live_vids: HashSet<Vid> = self
-            .vdis
-            .read()
-            .values()
-            .map(|v| v.inner.lock().vid())
-            .collect();
-        let mut removed = Vec::new();
-        for oid in self.store.list()? {
+        let mut removed = 0usize;
+        for oid in self.local.list()? {
             let garbage = match oid.kind() {
                 ObjectKind::Data => self.refs.lock().count(oid) == 0,
-                ObjectKind::Alloc => !live_vids.contains(&oid.vid()),
+                ObjectKind::Alloc => true,
                 ObjectKind::Inode | ObjectKind::Meta => false,
             };
             if garbage {
-                self.store.remove(oid)?;
-                removed.push(oid);
+                self.local.remove(oid)?;
+                removed += 1;
             }
         }
-        if !removed.is_empty() {
-            tracing::info!(objects = removed.len(), "removed unreferenced objects");
-            self.store.sync(&[])?;
+        if removed > 0 {
+            tracing::info!(objects = removed, "removed unreferenced objects");
+            self.local.sync(&[])?;
         }
         Ok(())
     }
@@ -260,33 +417,6 @@ impl Pool {
         &self.stripes[idx as usize % STRIPES]
     }
 
-    /// Stores the VDI table (every record) atomically.
-    pub(crate) fn persist_table(&self) -> Result<()> {
-        let _p = self.persist.lock();
-        self.persist_table_locked()
-    }
-
-    pub(crate) fn persist_table_locked(&self) -> Result<()> {
-        let vdis: Vec<Arc<Vdi>> = self.vdis.read().values().cloned().collect();
-        let mut inodes: Vec<InodeV1> = Vec::with_capacity(vdis.len());
-        for v in &vdis {
-            let mut inner = v.inner.lock();
-            inner.rec_dirty = false;
-            inodes.push(inner.rec.clone());
-        }
-        inodes.sort_by_key(|r| r.ino);
-        let table = TableV1 {
-            next_ino: self.next_ino.load(Ordering::SeqCst),
-            next_vid: self.next_vid.load(Ordering::SeqCst),
-            inodes,
-        };
-        inode::store_table(&*self.store, table).inspect_err(|_| {
-            for v in &vdis {
-                v.inner.lock().rec_dirty = true;
-            }
-        })
-    }
-
     /// Makes every write acknowledged so far to this VDI durable (fsync and fdatasync).
     pub fn flush(&self, ino: Ino) -> Result<()> {
         let vdi = self.vdi(ino)?;
@@ -294,60 +424,41 @@ impl Pool {
         self.flush_locked(&vdi)
     }
 
-    /// Flushes a VDI whose gate the caller holds (shared or exclusive).
+    /// Flushes a VDI whose gate the caller holds (shared or exclusive): syncs its written
+    /// objects on every copy, then logs a changed modification time.
     pub(crate) fn flush_locked(&self, vdi: &Vdi) -> Result<()> {
-        let (vid, objects, chunks, rec_dirty) = {
+        let (objects, touch) = {
             let mut inner = vdi.inner.lock();
             inner.check_failed()?;
             let objects: Vec<Oid> = inner.dirty_objects.drain().collect();
-            let chunk_nos: Vec<u32> = std::mem::take(&mut inner.dirty_chunks)
-                .into_iter()
-                .collect();
-            let chunks: Vec<(u32, Vec<u8>)> = chunk_nos
-                .into_iter()
-                .map(|c| (c, inner.table.chunk_bytes(c)))
-                .collect();
-            (inner.vid(), objects, chunks, inner.rec_dirty)
+            let touch =
+                std::mem::take(&mut inner.mtime_dirty).then(|| (inner.rec.ino, inner.rec.mtime));
+            (objects, touch)
         };
-        let result = self.flush_parts(vid, &objects, &chunks, rec_dirty);
-        match result {
-            Ok(()) => Ok(()),
-            Err(FlushError::Sync(e)) => {
-                // After a failed fsync the kernel may have dropped the dirty pages; a later
-                // fsync could then succeed without them. Refuse rather than lie.
-                let mut inner = vdi.inner.lock();
-                tracing::error!(vdi = %inner.rec.display_name(), error = %e, "fsync failed; the VDI refuses writes until restart");
-                inner.failed = Some(e.to_string());
-                Err(e)
-            }
-            Err(FlushError::Other(e)) => {
-                let mut inner = vdi.inner.lock();
-                inner.dirty_objects.extend(objects);
-                inner.dirty_chunks.extend(chunks.iter().map(|(c, _)| *c));
-                Err(e)
-            }
+        if let Err(e) = self.store.sync(&objects) {
+            // After a failed fsync the kernel may have dropped the dirty pages; a later
+            // fsync could then succeed without them. Refuse rather than lie.
+            let e: Error = e.into();
+            let mut inner = vdi.inner.lock();
+            tracing::error!(vdi = %inner.rec.display_name(), error = %e, "fsync failed; the VDI refuses writes until restart");
+            inner.failed = Some(e.to_string());
+            return Err(e);
         }
-    }
-
-    fn flush_parts(
-        &self,
-        vid: Vid,
-        objects: &[Oid],
-        chunks: &[(u32, Vec<u8>)],
-        rec_dirty: bool,
-    ) -> Result<(), FlushError> {
-        let sync = |oids: &[Oid]| {
-            self.store
-                .sync(oids)
-                .map_err(|e| FlushError::Sync(e.into()))
-        };
-        sync(objects)?;
-        if !chunks.is_empty() {
-            AllocTable::store_chunks(&*self.store, vid, chunks).map_err(FlushError::Other)?;
-            sync(&[Oid::alloc(vid)])?;
-        }
-        if rec_dirty {
-            self.persist_table().map_err(FlushError::Other)?;
+        if let Some((ino, mtime)) = touch {
+            let change = crate::cmd::AttrChange {
+                mtime: Some(mtime),
+                ..Default::default()
+            };
+            if let Err(e) = self.submit(Cmd::SetAttr {
+                ino,
+                change,
+                time: mtime,
+            }) {
+                vdi.inner.lock().mtime_dirty = true;
+                if !matches!(e, Error::NotFound(_)) {
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -362,23 +473,19 @@ impl Pool {
         Ok(())
     }
 
-    /// Deletes objects whose last reference went away. Every VDI is flushed first, so no
-    /// durable table still names them; objects dropped meanwhile wait for the next call.
-    /// Returns how many objects were deleted.
+    /// Deletes this host's copies of objects whose last reference went away (no durable
+    /// table names them: the log recorded the change before it was applied). Returns how many
+    /// objects were deleted.
     pub fn reclaim(&self) -> Result<usize> {
         let candidates: Vec<Oid> = std::mem::take(&mut *self.pending.lock());
-        if candidates.is_empty() {
-            return Ok(0);
-        }
-        if let Err(e) = self.flush_all() {
-            self.pending.lock().extend(candidates);
-            return Err(e);
-        }
         let mut deleted = 0;
-        for oid in candidates {
+        for (n, oid) in candidates.iter().enumerate() {
             let _s = self.stripe(oid.idx()).write();
-            if self.refs.lock().count(oid) == 0 {
-                self.store.remove(oid)?;
+            if self.refs.lock().count(*oid) == 0 {
+                if let Err(e) = self.local.remove(*oid) {
+                    self.pending.lock().extend_from_slice(&candidates[n..]);
+                    return Err(e.into());
+                }
                 deleted += 1;
             }
         }
@@ -386,12 +493,12 @@ impl Pool {
         Ok(deleted)
     }
 
-    /// Data objects in the store that no table references (after [`Pool::reclaim`] there
+    /// Data objects of this host that no table references (after [`Pool::reclaim`] there
     /// should be none but those of writes racing with the check).
     pub fn unreferenced_objects(&self) -> Result<Vec<Oid>> {
         let refs = self.refs.lock();
         Ok(self
-            .store
+            .local
             .list()?
             .into_iter()
             .filter(|o| o.kind() == ObjectKind::Data && refs.count(*o) == 0)
@@ -420,5 +527,10 @@ impl Pool {
         if self.refs.lock().dec(oid) {
             self.pending.lock().push(oid);
         }
+    }
+
+    /// Locks held on a VDI (F_GETLK answers from here).
+    pub fn locks_of(&self, ino: Ino) -> Vec<crate::locks::Lock> {
+        self.locks.lock().held(ino.0)
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub struct Reclaimer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    handover: Option<JoinHandle<()>>,
 }
 
 impl Reclaimer {
@@ -25,6 +26,7 @@ impl Reclaimer {
     ) -> std::io::Result<Reclaimer> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (flag2, p) = (stop.clone(), pool.clone());
         let thread = std::thread::Builder::new()
             .name("sheep-reclaim".into())
             .spawn(move || {
@@ -46,9 +48,20 @@ impl Reclaimer {
                     }
                 }
             })?;
+        // Hands VDIs over to hosts that want to write them, as soon as they ask.
+        let flag = flag2;
+        let handover = std::thread::Builder::new()
+            .name("sheep-handover".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    p.wait_applied(Duration::from_millis(100), || p.handovers_waiting());
+                    p.serve_handovers();
+                }
+            })?;
         Ok(Reclaimer {
             stop,
             thread: Some(thread),
+            handover: Some(handover),
         })
     }
 }
@@ -58,6 +71,9 @@ impl Drop for Reclaimer {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
+            let _ = t.join();
+        }
+        if let Some(t) = self.handover.take() {
             let _ = t.join();
         }
     }

@@ -5,18 +5,22 @@ use crate::attr::VdiAttr;
 use crate::inode::InodeV1;
 use parking_lot::{Mutex, RwLock};
 use sheep_objects::{Oid, Vid};
+use sheep_p2p::NodeId;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// One VDI: its record, its allocation table and what is not yet durable.
 pub(crate) struct Vdi {
     /// Data I/O holds it shared; operations that change the VDI id or the whole table hold it
-    /// exclusively, so they see no write half done.
+    /// exclusively, so they see no write half done. Local to this host.
     pub(crate) gate: RwLock<()>,
     pub(crate) inner: Mutex<Inner>,
-    /// Open file handles.
+    /// Open file handles on this host.
     pub(crate) handles: AtomicU32,
-    /// References the kernel holds (FUSE lookup count).
+    /// Serialises this host's first open and last close, so the cluster learns of them in
+    /// the order they happened.
+    pub(crate) open_lock: Mutex<()>,
+    /// References this host's kernel holds (FUSE lookup count).
     pub(crate) lookups: AtomicU64,
 }
 
@@ -28,16 +32,19 @@ pub(crate) struct Usage {
     pub(crate) shared: u64,
 }
 
-/// Mutable state of a VDI, held under a short-lived lock.
+/// Mutable state of a VDI, held under a short-lived lock. `rec`, `table`, `owner` and
+/// `opened` are replicated state (changed only by applying log commands); the rest is local.
 pub(crate) struct Inner {
     pub(crate) rec: InodeV1,
     pub(crate) table: AllocTable,
-    /// Table chunks changed since the last flush.
-    pub(crate) dirty_chunks: BTreeSet<u32>,
-    /// Data objects written since the last flush.
+    /// The host that writes this VDI (see `docs/CLUSTER.md`).
+    pub(crate) owner: Option<NodeId>,
+    /// Hosts with at least one open handle.
+    pub(crate) opened: BTreeSet<NodeId>,
+    /// Data objects written on this host since its last flush.
     pub(crate) dirty_objects: HashSet<Oid>,
-    /// The record (size) changed since it was last stored.
-    pub(crate) rec_dirty: bool,
+    /// The modification time changed on this host and is not in the log yet.
+    pub(crate) mtime_dirty: bool,
     /// Set when a flush failed: writes and flushes fail from then on (see `Error::WriteBack`).
     pub(crate) failed: Option<String>,
     /// Cached (allocated, shared) bytes and the reference generation they were computed at.
@@ -51,20 +58,17 @@ impl Vdi {
             inner: Mutex::new(Inner {
                 rec,
                 table,
-                dirty_chunks: BTreeSet::new(),
+                owner: None,
+                opened: BTreeSet::new(),
                 dirty_objects: HashSet::new(),
-                rec_dirty: false,
+                mtime_dirty: false,
                 failed: None,
                 usage: None,
             }),
             handles: AtomicU32::new(0),
+            open_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
         }
-    }
-
-    /// True while a handle is open or the kernel still refers to the VDI.
-    pub(crate) fn in_use(&self) -> bool {
-        self.handles.load(Ordering::SeqCst) > 0 || self.lookups.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -90,9 +94,8 @@ impl Inner {
         self.usage = None;
     }
 
-    /// Sets a table entry, remembering the chunk as dirty; returns the previous owner.
+    /// Sets a table entry; returns the previous owner.
     pub(crate) fn set_entry(&mut self, idx: u32, vid: Vid) -> Vid {
-        self.dirty_chunks.insert(idx / crate::alloc::CHUNK_ENTRIES);
         self.usage = None;
         self.table.set(idx, vid)
     }

@@ -16,22 +16,36 @@ fn data_objects(store: &MemStore) -> usize {
 }
 
 #[test]
-fn an_unlinked_vdi_the_kernel_still_knows_lives_until_forgotten() {
+fn an_unlinked_vdi_lives_while_a_handle_is_open_and_only_a_handle_keeps_it() {
     let store = Arc::new(MemStore::new());
     let pool = Pool::open(store.clone(), PoolConfig::default()).unwrap();
     pool.create("a", OBJ, CreateOpts::default()).unwrap();
     let a = pool.lookup_entry("a").unwrap();
     pool.write(a.ino, 0, b"still here").unwrap();
+    pool.open_handle(a.ino, true).unwrap();
     pool.unlink("a").unwrap();
     assert!(matches!(pool.lookup("a"), Err(Error::NotFound(_))));
-    // The kernel may open what it looked up before the unlink.
-    pool.open_handle(a.ino, true).unwrap();
     pool.forget(a.ino, 1).unwrap();
     let mut buf = [0u8; 10];
     pool.read(a.ino, 0, &mut buf).unwrap();
     assert_eq!(&buf, b"still here");
+    pool.write(a.ino, 0, b"STILL").unwrap();
     pool.release_handle(a.ino).unwrap();
     assert!(pool.getattr(a.ino).is_err());
+    pool.reclaim().unwrap();
+    assert_eq!(data_objects(&store), 0);
+
+    // A kernel reference alone (a lookup, no open handle) does not keep it: the VDI may have
+    // been unlinked on another host, which cannot know of this kernel's references.
+    pool.create("b", OBJ, CreateOpts::default()).unwrap();
+    let b = pool.lookup_entry("b").unwrap();
+    pool.write(b.ino, 0, b"gone").unwrap();
+    pool.unlink("b").unwrap();
+    assert!(matches!(
+        pool.open_handle(b.ino, true),
+        Err(Error::NotFound(_))
+    ));
+    pool.forget(b.ino, 1).unwrap();
     pool.reclaim().unwrap();
     assert_eq!(data_objects(&store), 0);
 }

@@ -62,12 +62,12 @@ use crate::errno::fuse_errno;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use ops::{attr_reply, child_name, empty_reply, guarded, vdi_ino, READ_BUF};
 use options::{CONGESTION_THRESHOLD, MAX_BACKGROUND};
-use sheep_vdi::{Error, Ino, SetAttr};
+use sheep_vdi::{Error, Ino, LockKind, SetAttr};
 use std::ffi::OsStr;
 use std::io;
 use std::time::SystemTime;
@@ -77,6 +77,9 @@ impl fuser::Filesystem for SheepFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let wanted = [
             InitFlags::FUSE_ASYNC_DIO,
+            // Byte-range locks (POSIX and OFD, QEMU's image locking) come to us, so they are
+            // cluster-wide.
+            InitFlags::FUSE_POSIX_LOCKS,
             InitFlags::FUSE_BIG_WRITES,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
@@ -275,8 +278,14 @@ impl fuser::Filesystem for SheepFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || {
             let _span = debug_span!("open", req = req.unique().0, ino = ino.0, flags = %format_args!("{:#x}", flags.0)).entered();
-            let res = vdi_ino(ino)
-                .and_then(|ino| self.open_file(ino, flags.0).map_err(|e| fuse_errno(&e)));
+            // An inode that went away after the kernel looked it up (unlinked or renamed over,
+            // maybe on another host) is stale: the kernel then walks the path again.
+            let res = vdi_ino(ino).and_then(|ino| {
+                self.open_file(ino, flags.0).map_err(|e| match e {
+                    sheep_vdi::Error::NotFound(_) => Errno::ESTALE,
+                    e => fuse_errno(&e),
+                })
+            });
             match res {
                 Ok((fh, fopen)) => reply.opened(fh, fopen),
                 Err(e) => reply.error(e),
@@ -361,13 +370,96 @@ impl fuser::Filesystem for SheepFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // `close` is not a durability point (writes are already in the pool); `fsync` is.
-        reply.ok();
+        // It does drop the POSIX locks of the closing owner.
+        guarded("flush", || {
+            let res = self.pool.release_locks(Ino(ino.0), lock_owner.0);
+            empty_reply(reply, res.map_err(|e| fuse_errno(&e)));
+        });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        guarded("getlk", || {
+            let kind = if typ == libc::F_WRLCK {
+                LockKind::Write
+            } else {
+                LockKind::Read
+            };
+            match self
+                .pool
+                .test_lock(Ino(ino.0), lock_owner.0, (start, end), kind)
+            {
+                Some(l) => {
+                    let typ = match l.kind {
+                        LockKind::Read => libc::F_RDLCK,
+                        LockKind::Write => libc::F_WRLCK,
+                    };
+                    reply.locked(l.start, l.end, typ, l.pid);
+                }
+                None => reply.locked(start, end, libc::F_UNLCK, 0),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        guarded("setlk", || {
+            let _span =
+                debug_span!("setlk", req = req.unique().0, ino = ino.0, typ, start, end).entered();
+            let kind = match typ {
+                libc::F_RDLCK => Some(LockKind::Read),
+                libc::F_WRLCK => Some(LockKind::Write),
+                _ => None,
+            };
+            if kind.is_some() {
+                self.lock_owners
+                    .lock()
+                    .entry(fh.0)
+                    .or_default()
+                    .insert(lock_owner.0);
+            }
+            loop {
+                match self
+                    .pool
+                    .set_lock(Ino(ino.0), lock_owner.0, pid, (start, end), kind)
+                {
+                    Err(Error::Locked(_)) if sleep => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    res => {
+                        empty_reply(reply, res.map_err(|e| fuse_errno(&e)));
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     fn release(
@@ -376,7 +468,7 @@ impl fuser::Filesystem for SheepFs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
@@ -384,6 +476,12 @@ impl fuser::Filesystem for SheepFs {
             let _span =
                 debug_span!("release", req = req.unique().0, ino = ino.0, fh = fh.0).entered();
             self.copies.forget(fh.0);
+            let owners = self.lock_owners.lock().remove(&fh.0).unwrap_or_default();
+            for owner in owners.into_iter().chain(lock_owner.map(|o| o.0)) {
+                if let Err(e) = self.pool.release_locks(Ino(ino.0), owner) {
+                    tracing::warn!(ino = ino.0, error = %e, "releasing locks failed");
+                }
+            }
             let res = self.pool.release_handle(Ino(ino.0));
             empty_reply(reply, res.map_err(|e| fuse_errno(&e)));
         });

@@ -24,6 +24,11 @@ pub struct SheepFs {
     started: SystemTime,
     next_fh: AtomicU64,
     pub(super) copies: super::copy::CopyAhead,
+    /// Lock owners that took a lock through each open handle. The kernel does not tell a
+    /// FUSE file system when an OFD lock's file closes (its owner is the file, and only POSIX
+    /// owners get a FLUSH), so the release of the handle drops them.
+    pub(super) lock_owners:
+        parking_lot::Mutex<std::collections::HashMap<u64, std::collections::HashSet<u64>>>,
 }
 
 impl SheepFs {
@@ -35,6 +40,7 @@ impl SheepFs {
             started: SystemTime::now(),
             next_fh: AtomicU64::new(1),
             copies: super::copy::CopyAhead::default(),
+            lock_owners: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 

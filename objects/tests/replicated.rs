@@ -1,0 +1,578 @@
+//! ReplicatedStore over loopback: replication, rebalancing, epochs, hostile input.
+
+use sheep_objects::net::proto::{REQ_HEADER_LEN, REQ_MAGIC};
+use sheep_objects::placement::Placement;
+use sheep_objects::{
+    ClusterMap, Error, FixedCopies, MemStore, Member, ObjectStore, Oid, ReplicaConfig,
+    ReplicatedStore, StoreStats, Vid,
+};
+use sheep_p2p::NodeId;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TIB: u64 = 1 << 40;
+
+fn node(i: u8) -> NodeId {
+    let mut b = [0u8; 16];
+    b[0] = 0xa0 ^ i;
+    b[7] = i.wrapping_mul(91);
+    b[15] = i;
+    NodeId(b)
+}
+
+struct Host {
+    store: Arc<ReplicatedStore>,
+    local: Arc<MemStore>,
+    member: Member,
+}
+
+fn host(i: u8, copies: u8, timeout: Duration) -> Host {
+    let local = Arc::new(MemStore::new());
+    let store = ReplicatedStore::new(
+        node(i),
+        local.clone(),
+        Arc::new(FixedCopies(copies)),
+        ReplicaConfig {
+            io_timeout: timeout,
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    store.serve(listener).expect("serve");
+    Host {
+        store,
+        local,
+        member: Member {
+            id: node(i),
+            capacity: TIB,
+            data_addrs: vec![addr],
+        },
+    }
+}
+
+struct Cluster {
+    hosts: Vec<Host>,
+    epoch: u64,
+    copies: u8,
+}
+
+impl Cluster {
+    fn start(n: u8, copies: u8) -> Cluster {
+        Cluster::start_with(n, copies, Duration::from_secs(20))
+    }
+
+    fn start_with(n: u8, copies: u8, timeout: Duration) -> Cluster {
+        let hosts = (0..n).map(|i| host(i, copies, timeout)).collect();
+        let mut c = Cluster {
+            hosts,
+            epoch: 0,
+            copies,
+        };
+        c.new_epoch();
+        c.wait_complete();
+        c
+    }
+
+    fn map(&self) -> ClusterMap {
+        ClusterMap {
+            epoch: self.epoch,
+            members: self.hosts.iter().map(|h| h.member.clone()).collect(),
+        }
+    }
+
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
+        let map = self.map();
+        for h in &self.hosts {
+            h.store.set_map(map.clone());
+        }
+    }
+
+    fn placement(&self) -> Placement {
+        let m: Vec<(NodeId, u64)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.member.id, h.member.capacity))
+            .collect();
+        Placement::new(&m)
+    }
+
+    fn wait_complete(&self) {
+        let t0 = Instant::now();
+        loop {
+            if self.hosts.iter().all(|h| {
+                let s = h.store.status();
+                s.epoch == self.epoch && s.complete
+            }) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "rebalancing did not complete: {:?}",
+                self.hosts
+                    .iter()
+                    .map(|h| h.store.status())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn holders_locally(&self, oid: Oid) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .hosts
+            .iter()
+            .filter(|h| h.local.exists(oid).unwrap())
+            .map(|h| h.member.id)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            h.store.shutdown();
+        }
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(31) ^ seed.wrapping_mul(2_654_435_761)) as u8)
+        .collect()
+}
+
+fn read(s: &dyn ObjectStore, oid: Oid, off: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    s.read(oid, off, &mut b)
+        .unwrap_or_else(|e| panic!("read {oid}: {e}"));
+    b
+}
+
+/// Lets the conformance suite own a store that lives in an `Arc` (and a cluster behind it).
+struct Shared(Arc<ReplicatedStore>, #[allow(dead_code)] Option<Cluster>);
+
+impl ObjectStore for Shared {
+    fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> sheep_objects::Result<()> {
+        self.0.read(oid, offset, buf)
+    }
+    fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> sheep_objects::Result<()> {
+        self.0.write(oid, offset, data)
+    }
+    fn copy(&self, src: Oid, dst: Oid) -> sheep_objects::Result<()> {
+        self.0.copy(src, dst)
+    }
+    fn punch(&self, oid: Oid, offset: u64, len: u64) -> sheep_objects::Result<()> {
+        self.0.punch(oid, offset, len)
+    }
+    fn remove(&self, oid: Oid) -> sheep_objects::Result<()> {
+        self.0.remove(oid)
+    }
+    fn exists(&self, oid: Oid) -> sheep_objects::Result<bool> {
+        self.0.exists(oid)
+    }
+    fn list(&self) -> sheep_objects::Result<Vec<Oid>> {
+        self.0.list()
+    }
+    fn extents(&self, oid: Oid) -> sheep_objects::Result<Vec<Range<u64>>> {
+        self.0.extents(oid)
+    }
+    fn allocated(&self, oid: Oid) -> sheep_objects::Result<u64> {
+        self.0.allocated(oid)
+    }
+    fn sync(&self, oids: &[Oid]) -> sheep_objects::Result<()> {
+        self.0.sync(oids)
+    }
+    fn put_atomic(&self, oid: Oid, data: &[u8]) -> sheep_objects::Result<()> {
+        self.0.put_atomic(oid, data)
+    }
+    fn get(&self, oid: Oid) -> sheep_objects::Result<Vec<u8>> {
+        self.0.get(oid)
+    }
+    fn stats(&self) -> sheep_objects::Result<StoreStats> {
+        self.0.stats()
+    }
+}
+
+#[test]
+fn a_one_member_store_passes_the_conformance_suite() {
+    // Before any map: this host alone.
+    sheep_objects::conformance::run_all(&|| {
+        let s = ReplicatedStore::new(
+            node(1),
+            Arc::new(MemStore::new()),
+            Arc::new(FixedCopies(3)),
+            ReplicaConfig::default(),
+        );
+        Box::new(Shared(s, None))
+    });
+    // With a map of one member, serving on loopback.
+    sheep_objects::conformance::run_all(&|| {
+        let c = Cluster::start(1, 3);
+        Box::new(Shared(c.hosts[0].store.clone(), Some(c)))
+    });
+}
+
+#[test]
+fn a_three_member_store_passes_the_conformance_suite() {
+    sheep_objects::conformance::run_all(&|| {
+        let c = Cluster::start(3, 3);
+        Box::new(Shared(c.hosts[1].store.clone(), Some(c)))
+    });
+}
+
+#[test]
+fn a_write_on_one_host_is_read_identically_everywhere_with_three_copies() {
+    let c = Cluster::start(3, 3);
+    let oid = Oid::data(Vid(5), 7);
+    let p = pattern(1 << 20, 1);
+    c.hosts[0].store.write(oid, 4096, &p).unwrap();
+    c.hosts[0].store.sync(&[oid]).unwrap();
+    for h in &c.hosts {
+        assert_eq!(read(&*h.store, oid, 4096, p.len()), p);
+        assert_eq!(
+            read(&*h.local, oid, 4096, p.len()),
+            p,
+            "local copy on {:?}",
+            h.member.id
+        );
+        assert!(h.store.exists(oid).unwrap());
+    }
+    // punch, copy and remove reach every copy too.
+    c.hosts[1].store.punch(oid, 4096, 8192).unwrap();
+    let dst = Oid::data(Vid(6), 1);
+    c.hosts[2].store.copy(oid, dst).unwrap();
+    for h in &c.hosts {
+        assert_eq!(read(&*h.local, oid, 4096, 8192), vec![0; 8192]);
+        assert_eq!(read(&*h.local, dst, 4096 + 8192, 100), p[8192..8292]);
+        assert_eq!(h.store.extents(dst).unwrap(), h.local.extents(oid).unwrap());
+    }
+    c.hosts[2].store.remove(oid).unwrap();
+    for h in &c.hosts {
+        assert!(!h.local.exists(oid).unwrap());
+        assert!(!h.store.exists(oid).unwrap());
+        assert!(matches!(
+            h.store.read(oid, 0, &mut [0u8; 4]),
+            Err(Error::NotFound(_))
+        ));
+    }
+    // Non-data objects stay local.
+    c.hosts[0].store.put_atomic(Oid::meta(1), b"mine").unwrap();
+    assert!(!c.hosts[1].local.exists(Oid::meta(1)).unwrap());
+}
+
+#[test]
+fn with_two_copies_each_object_is_on_exactly_its_two_holders() {
+    let c = Cluster::start(3, 2);
+    let placement = c.placement();
+    for i in 0..60u32 {
+        let oid = Oid::data(Vid(9), i);
+        c.hosts[(i % 3) as usize]
+            .store
+            .write(oid, u64::from(i) * 4096, &pattern(4096, i))
+            .unwrap();
+    }
+    let mut per_host = [0usize; 3];
+    for i in 0..60u32 {
+        let oid = Oid::data(Vid(9), i);
+        let mut want = placement.holders(oid, 2);
+        want.sort();
+        assert_eq!(c.holders_locally(oid), want, "{oid}");
+        for (k, h) in c.hosts.iter().enumerate() {
+            per_host[k] += usize::from(h.local.exists(oid).unwrap());
+            assert_eq!(
+                read(&*h.store, oid, u64::from(i) * 4096, 4096),
+                pattern(4096, i)
+            );
+        }
+    }
+    println!("objects per host with 2 copies on 3 hosts: {per_host:?}");
+    // list() shows what the host holds.
+    for (k, h) in c.hosts.iter().enumerate() {
+        assert_eq!(h.store.list().unwrap().len(), per_host[k]);
+    }
+}
+
+fn fill(c: &Cluster, n: u32, vid: u32) -> Vec<(Oid, u64, Vec<u8>)> {
+    let mut objs = Vec::new();
+    for i in 0..n {
+        let oid = Oid::data(Vid(vid), i);
+        let off = u64::from(i % 64) * 65536;
+        let data = pattern(8192 + (i as usize % 5) * 4096, i ^ vid);
+        c.hosts[i as usize % c.hosts.len()]
+            .store
+            .write(oid, off, &data)
+            .unwrap();
+        objs.push((oid, off, data));
+    }
+    objs
+}
+
+fn check_all(c: &Cluster, objs: &[(Oid, u64, Vec<u8>)], exact_placement: bool) {
+    let placement = c.placement();
+    for (oid, off, data) in objs {
+        if exact_placement {
+            let mut want = placement.holders(*oid, usize::from(c.copies));
+            want.sort();
+            assert_eq!(c.holders_locally(*oid), want, "copies of {oid}");
+        }
+        for h in &c.hosts {
+            assert_eq!(&read(&*h.store, *oid, *off, data.len()), data, "{oid}");
+            let head = if *off == 0 {
+                data[..16].to_vec()
+            } else {
+                vec![0; 16]
+            };
+            assert_eq!(read(&*h.store, *oid, 0, 16), head, "{oid}");
+        }
+    }
+}
+
+fn moved_fraction(c: &Cluster, objects: usize) -> (f64, u64, u64) {
+    let (mut pushed, mut dropped) = (0u64, 0u64);
+    for h in &c.hosts {
+        let s = h.store.status();
+        pushed += s.pushed;
+        dropped += s.dropped;
+    }
+    let total = objects as f64 * f64::from(c.copies);
+    (pushed as f64 / total, pushed, dropped)
+}
+
+#[test]
+fn a_joining_member_gets_its_share_and_everything_stays_intact() {
+    for (from, copies, n) in [(3u8, 2u8, 400u32), (3, 3, 200)] {
+        let mut c = Cluster::start(from, copies);
+        let objs = fill(&c, n, 11);
+        check_all(&c, &objs, true);
+        c.hosts.push(host(from, copies, Duration::from_secs(20)));
+        c.new_epoch();
+        c.wait_complete();
+        check_all(&c, &objs, true);
+        let (f, pushed, dropped) = moved_fraction(&c, objs.len());
+        let ideal = 1.0 / f64::from(from + 1);
+        println!(
+            "join {from}->{} copies {copies}: {pushed} objects pushed, {dropped} dropped, \
+             moved fraction {f:.3} (ideal {ideal:.3})",
+            from + 1
+        );
+        assert!((f - ideal).abs() < 0.5 * ideal, "moved {f}, ideal {ideal}");
+        // Each moved replica is created once on the newcomer and dropped once by the host
+        // that gave it up.
+        assert_eq!(pushed, dropped);
+    }
+}
+
+#[test]
+fn eight_to_nine_moves_about_a_ninth() {
+    let mut c = Cluster::start(8, 2);
+    let objs = fill(&c, 600, 12);
+    c.hosts.push(host(8, 2, Duration::from_secs(20)));
+    c.new_epoch();
+    c.wait_complete();
+    check_all(&c, &objs, true);
+    let (f, pushed, dropped) = moved_fraction(&c, objs.len());
+    println!("join 8->9 copies 2: {pushed} pushed, {dropped} dropped, moved fraction {f:.3} (ideal 0.111)");
+    assert!((f - 1.0 / 9.0).abs() < 0.5 / 9.0, "moved {f}");
+    assert_eq!(pushed, dropped);
+}
+
+#[test]
+fn reads_survive_a_member_removal_and_copies_are_restored() {
+    let mut c = Cluster::start(3, 2);
+    let objs = fill(&c, 120, 13);
+    let gone = c.hosts.pop().expect("a host");
+    gone.store.shutdown();
+    drop(gone);
+    // Reads work before the map changes (another holder answers)...
+    for (oid, off, data) in &objs {
+        for h in &c.hosts {
+            assert_eq!(&read(&*h.store, *oid, *off, data.len()), data);
+        }
+    }
+    // ...and after: every object is back to two copies, on the two survivors.
+    c.new_epoch();
+    c.wait_complete();
+    check_all(&c, &objs, true);
+    for (oid, _, _) in &objs {
+        assert_eq!(c.holders_locally(*oid).len(), 2);
+    }
+    assert!(!c.hosts[0].store.status().degraded);
+}
+
+#[test]
+fn a_write_waits_for_an_unreachable_holder_until_the_map_drops_it() {
+    let mut c = Cluster::start(3, 3);
+    let gone = c.hosts.pop().expect("a host");
+    gone.store.shutdown();
+    drop(gone);
+    let oid = Oid::data(Vid(14), 0);
+    let a = c.hosts[0].store.clone();
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || a.write(oid, 0, b"after the failure"));
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        !writer.is_finished(),
+        "the write must not skip the unreachable holder"
+    );
+    c.new_epoch();
+    writer.join().unwrap().unwrap();
+    println!("write completed {:?} after the holder failed", t0.elapsed());
+    for h in &c.hosts {
+        assert_eq!(read(&*h.local, oid, 0, 17), b"after the failure");
+    }
+    assert!(c.hosts[0].store.status().degraded, "2 members for 3 copies");
+}
+
+#[test]
+fn an_unreachable_holder_gives_an_io_error_after_the_timeout() {
+    let mut c = Cluster::start_with(2, 2, Duration::from_millis(600));
+    let gone = c.hosts.pop().expect("a host");
+    gone.store.shutdown();
+    drop(gone);
+    let t0 = Instant::now();
+    let r = c.hosts[0].store.write(Oid::data(Vid(15), 0), 0, b"x");
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+}
+
+#[test]
+fn a_lagging_map_makes_requests_wait_and_retry() {
+    let mut c = Cluster::start(3, 3);
+    let objs = fill(&c, 30, 16);
+    // Hosts 1, 2 and a new host 3 move to epoch 2; host 0 lags.
+    c.hosts.push(host(3, 3, Duration::from_secs(20)));
+    c.epoch += 1;
+    let map = c.map();
+    for h in &c.hosts[1..] {
+        h.store.set_map(map.clone());
+    }
+    let behind = c.hosts[0].store.clone();
+    let ahead = c.hosts[1].store.clone();
+    let w1 = std::thread::spawn(move || {
+        // Host 0 is behind: the others answer WrongEpoch(2), it waits for its map.
+        for i in 0..10u32 {
+            behind.write(Oid::data(Vid(17), i), 0, &pattern(4096, i))?;
+        }
+        Ok::<_, Error>(())
+    });
+    let w2 = std::thread::spawn(move || {
+        // Host 1 is ahead: host 0 answers WrongEpoch(1), host 1 retries until it catches up.
+        for i in 0..10u32 {
+            ahead.write(Oid::data(Vid(18), i), 0, &pattern(4096, i + 100))?;
+        }
+        Ok::<_, Error>(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!w1.is_finished() && !w2.is_finished());
+    c.hosts[0].store.set_map(map);
+    w1.join().unwrap().unwrap();
+    w2.join().unwrap().unwrap();
+    c.wait_complete();
+    check_all(&c, &objs, true);
+    for i in 0..10u32 {
+        for h in &c.hosts {
+            assert_eq!(
+                read(&*h.store, Oid::data(Vid(17), i), 0, 4096),
+                pattern(4096, i)
+            );
+            assert_eq!(
+                read(&*h.store, Oid::data(Vid(18), i), 0, 4096),
+                pattern(4096, i + 100)
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_frames_close_the_connection_and_the_server_keeps_serving() {
+    let c = Cluster::start(2, 2);
+    let addr = c.hosts[1].member.data_addrs[0];
+    let expect_closed = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("connection not closed: {other:?}"),
+        }
+    };
+    expect_closed(&[0xffu8; 200]);
+    expect_closed(
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: {}\r\n\r\n",
+            "y".repeat(80)
+        )
+        .as_bytes(),
+    );
+    // A valid magic announcing a 4 GiB body, and an unknown kind.
+    let mut h = [0u8; REQ_HEADER_LEN];
+    h[..4].copy_from_slice(&REQ_MAGIC.to_le_bytes());
+    h[4] = 2;
+    h[56..60].copy_from_slice(&u32::MAX.to_le_bytes());
+    expect_closed(&h);
+    h[4] = 200;
+    h[56..60].copy_from_slice(&0u32.to_le_bytes());
+    expect_closed(&h);
+    // A well-formed write far outside the object is refused, not applied, not a crash.
+    let mut h = [0u8; REQ_HEADER_LEN];
+    h[..4].copy_from_slice(&REQ_MAGIC.to_le_bytes());
+    h[4] = 2;
+    h[8..16].copy_from_slice(&c.epoch.to_le_bytes());
+    h[40..48].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    h[56..60].copy_from_slice(&4u32.to_le_bytes());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&h).unwrap();
+    s.write_all(b"evil").unwrap();
+    let mut resp = [0u8; 32];
+    s.read_exact(&mut resp).unwrap();
+    assert_eq!(resp[4], 4, "OutOfRange status");
+    // Half a header then silence, held open while others are served.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(&h[..10]).unwrap();
+    let oid = Oid::data(Vid(19), 0);
+    c.hosts[0].store.write(oid, 0, b"still fine").unwrap();
+    assert_eq!(read(&*c.hosts[1].store, oid, 0, 10), b"still fine");
+    drop(idle);
+}
+
+#[test]
+fn a_rejoining_host_discards_its_copies_and_is_repopulated() {
+    let mut c = Cluster::start(3, 3);
+    let objs = fill(&c, 40, 20);
+    // Host 2 keeps a stale copy of one object while it is "away" (simulated by writing to its
+    // local store directly), then discards its data and rejoins at a new epoch.
+    let (oid, off, data) = objs[0].clone();
+    c.hosts[2].local.write(oid, off, b"STALE STALE").unwrap();
+    c.hosts[2].store.discard_local_data();
+    assert_eq!(c.hosts[2].store.status().objects, 0);
+    // Served on demand even before the pushes arrive.
+    assert_eq!(read(&*c.hosts[2].store, oid, off, data.len()), data);
+    c.new_epoch();
+    c.wait_complete();
+    check_all(&c, &objs, true);
+}
+
+#[test]
+fn a_removal_during_rebalancing_is_not_undone_by_a_late_push() {
+    let mut c = Cluster::start(3, 2);
+    let objs = fill(&c, 200, 21);
+    c.hosts.push(host(3, 2, Duration::from_secs(20)));
+    c.new_epoch();
+    // Remove everything while the walk runs.
+    for (oid, _, _) in &objs {
+        c.hosts[0].store.remove(*oid).unwrap();
+    }
+    c.wait_complete();
+    for (oid, _, _) in &objs {
+        assert!(c.holders_locally(*oid).is_empty(), "{oid} came back");
+    }
+}
