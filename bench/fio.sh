@@ -28,6 +28,8 @@
 #   SHEEPFS [target/release/sheepfs]        WORKDIR [a new dir under /var/tmp] (on a local fs)
 #   JOBS ["seq-write seq-read rand-write rand-read sync-write"]
 #   KEEP_JSON=DIR  keeps fio's JSON output in DIR.
+#   MOUNT=DIR  use the sheepfs already mounted on DIR (e.g. host 0 of a 3-host cluster started
+#              by `cargo bench -p sheep-tests --bench cluster -- fio`) instead of starting one.
 # Needs: fio, jq, xfs_io (xfsprogs), e2fsprogs + dbench for --dbench, bindfs for --passthrough
 # (`scripts/install-deps.sh --bench` installs them all).
 set -euo pipefail
@@ -81,7 +83,7 @@ cleanup() {
         kill -0 "$pid" 2>/dev/null && { log "sheepfs did not stop, SIGKILL $pid"; kill -KILL "$pid"; }
         wait "$pid" 2>/dev/null
     fi
-    grep -q " $mnt " /proc/self/mountinfo && umount -l "$mnt"
+    [ -z "${MOUNT:-}" ] && grep -q " $mnt " /proc/self/mountinfo && umount -l "$mnt"
     [ -n "${KEEP_JSON:-}" ] && mkdir -p "$KEEP_JSON" && cp "$work"/json/*.json "$KEEP_JSON"/ 2>/dev/null
     [ -z "${WORKDIR:-}" ] && rm -rf "$work"
 }
@@ -89,19 +91,25 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- sheepfs, one host ----------------------------------------------------------------------
-log "starting $SHEEPFS $mnt (log: $work/sheepfs.log)"
-RUST_LOG=${RUST_LOG:-sheep=warn} "$SHEEPFS" "$mnt" --store "$work/store" \
-    --admin-socket "$work/admin.sock" --no-mdns >"$work/sheepfs.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do
-    kill -0 "$pid" 2>/dev/null || { cat "$work/sheepfs.log" >&2; die "sheepfs exited"; }
-    if awk -v m="$mnt" '$5 == m && $0 ~ / - fuse\.sheepfs /' /proc/self/mountinfo | grep -q . \
-        && [ -S "$work/admin.sock" ]; then
-        break
-    fi
-    sleep 0.1
-done
-awk -v m="$mnt" '$5 == m' /proc/self/mountinfo | grep -q . || die "sheepfs not mounted after 60 s"
+if [ -n "${MOUNT:-}" ]; then
+    # An already running sheepfs (for example host 0 of a cluster: tests/benches/cluster.rs).
+    mnt=$MOUNT
+    log "using the sheepfs mounted on $mnt"
+else
+    log "starting $SHEEPFS $mnt (log: $work/sheepfs.log)"
+    RUST_LOG=${RUST_LOG:-sheep=warn} "$SHEEPFS" "$mnt" --store "$work/store" \
+        --admin-socket "$work/admin.sock" --no-mdns --listen 127.0.0.1:0 >"$work/sheepfs.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do
+        kill -0 "$pid" 2>/dev/null || { cat "$work/sheepfs.log" >&2; die "sheepfs exited"; }
+        if awk -v m="$mnt" '$5 == m && $0 ~ / - fuse\.sheepfs /' /proc/self/mountinfo | grep -q . \
+            && [ -S "$work/admin.sock" ]; then
+            break
+        fi
+        sleep 0.1
+    done
+    awk -v m="$mnt" '$5 == m' /proc/self/mountinfo | grep -q . || die "sheepfs not mounted after 60 s"
+fi
 
 if [ "$do_pt" = 1 ]; then
     bindfs "$work/local" "$work/pt"
@@ -227,7 +235,11 @@ if [ "$do_dbench" = 1 ]; then
     db_sheep=$dbench_mbs
 fi
 
-hwm=$(awk '/^VmHWM/ { print $2, $3 }' "/proc/$pid/status")
+if [ -n "$pid" ]; then
+    hwm=$(awk '/^VmHWM/ { print $2, $3 }' "/proc/$pid/status")
+else
+    hwm="(not started by this script)"
+fi
 echo
 [ "$do_copy" = 1 ] && echo "* copy_file_range of a $COPY_SIZE volume holding $COPY_DATA (xfs_io copy_range): ${copy_s} s"
 if [ "$do_dbench" = 1 ]; then

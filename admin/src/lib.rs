@@ -19,5 +19,6 @@ pub use error::{Error, Result};
 pub use service::AdminService;
 pub use size::{format_size, parse_size};
 pub use wire::{
-    ClusterInfo, NodeInfo, Reply, Request, VdiInfo, WireError, ADMIN_KIND, ADMIN_MAGIC, MAX_FRAME,
+    ClusterInfo, EpochInfo, MemberSummary, NodeInfo, RebalanceInfo, Reply, Request, VdiInfo,
+    WireError, ADMIN_KIND, ADMIN_MAGIC, MAX_FRAME,
 };

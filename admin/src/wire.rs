@@ -159,6 +159,55 @@ pub struct ClusterInfo {
     pub default_copies: u8,
     /// Human description of the redundancy, for example "3 copies".
     pub redundancy: String,
+    /// The members, oldest first.
+    pub members: Vec<MemberSummary>,
+    /// The epoch log: the members at every epoch this node knows of, oldest first.
+    pub epochs: Vec<EpochInfo>,
+    /// Object movement on this node after the last membership change.
+    pub rebalance: RebalanceInfo,
+}
+
+/// What one node moved after the last membership change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceInfo {
+    /// The epoch it rebalanced for.
+    pub epoch: u64,
+    /// Data objects this node holds.
+    pub objects: u64,
+    /// Objects it copied to new holders.
+    pub pushed: u64,
+    /// Their bytes.
+    pub pushed_bytes: u64,
+    /// Objects it fetched on demand.
+    pub pulled: u64,
+    /// Its copies it dropped (no longer a holder).
+    pub dropped: u64,
+    /// Every member finished rebalancing for the epoch.
+    pub complete: bool,
+}
+
+/// One member of the cluster (`dog node list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSummary {
+    /// Its id.
+    pub node_id: String,
+    /// Where its object-data channel listens.
+    pub addr: String,
+    /// Capacity of its store in bytes.
+    pub capacity: u64,
+    /// It orders the cluster's metadata operations.
+    pub sequencer: bool,
+    /// It is the node that answered.
+    pub local: bool,
+}
+
+/// The members at one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochInfo {
+    /// The epoch.
+    pub epoch: u64,
+    /// Ids of its members.
+    pub nodes: Vec<String>,
 }
 
 /// A failed request, as sent on the wire. Each variant maps to one `dog` exit code.

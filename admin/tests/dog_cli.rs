@@ -77,6 +77,18 @@ fn cluster() -> ClusterInfo {
         nodes: vec!["node-1".into()],
         default_copies: 1,
         redundancy: "1 copy".into(),
+        members: vec![sheep_admin::MemberSummary {
+            node_id: "node-1".into(),
+            addr: "127.0.0.1:7001".into(),
+            capacity: 100 << 30,
+            sequencer: true,
+            local: true,
+        }],
+        epochs: vec![sheep_admin::EpochInfo {
+            epoch: 1,
+            nodes: vec!["node-1".into()],
+        }],
+        rebalance: sheep_admin::RebalanceInfo::default(),
     }
 }
 
@@ -189,6 +201,11 @@ fn every_json_listing_parses() {
     let out = d.dog(&["vdi", "list", "--json"]);
     let listed: Vec<VdiInfo> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed, vdis());
+    let out = d.dog(&["node", "list", "--json"]);
+    let members: Vec<sheep_admin::MemberSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(members, cluster().members);
+    let out = d.dog(&["node", "list"]);
+    assert!(stdout(&out).contains("node-1") && stdout(&out).contains("sequencer"));
 }
 
 #[test]

@@ -6,7 +6,10 @@
 
 use crate::config::MAX_COPIES;
 use fuser::{INodeNo, Notifier};
-use sheep_admin::{AdminService, ClusterInfo, NodeInfo, Reply, Request, VdiInfo, WireError};
+use sheep_admin::{
+    AdminService, ClusterInfo, EpochInfo, MemberSummary, NodeInfo, RebalanceInfo, Reply, Request,
+    VdiInfo, WireError,
+};
 use sheep_p2p::NodeId;
 use sheep_vdi::{CreateOpts, Error, Ino, Pool, SetAttr, VdiAttr};
 use std::ffi::OsStr;
@@ -32,6 +35,73 @@ pub struct NodeService {
     pool: Arc<Pool>,
     node: NodeIdentity,
     notifier: OnceLock<Notifier>,
+    cluster: OnceLock<Arc<ClusterInfoSource>>,
+}
+
+/// Where `dog cluster info` and `dog node list` get the cluster's state from.
+#[derive(Clone)]
+pub struct ClusterInfoSource {
+    /// The cluster driver.
+    pub cluster: sheep_p2p::net::Cluster,
+    /// The replicated object store.
+    pub store: Arc<sheep_objects::replicated::ReplicatedStore>,
+    /// The pool.
+    pub pool: Arc<Pool>,
+}
+
+impl ClusterInfoSource {
+    fn info(&self, name: &str, copies: u8) -> ClusterInfo {
+        let st = self.cluster.status();
+        let rs = self.store.status();
+        let members: Vec<MemberSummary> = st
+            .view
+            .as_ref()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .map(|m| MemberSummary {
+                        node_id: m.id.to_string(),
+                        addr: m
+                            .data_addrs
+                            .first()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        capacity: m.capacity,
+                        sequencer: v.sequencer == Some(m.id),
+                        local: m.id == st.me.id,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let epochs = st
+            .epoch_log
+            .iter()
+            .map(|v| EpochInfo {
+                epoch: v.epoch,
+                nodes: v.members.iter().map(|m| m.id.to_string()).collect(),
+            })
+            .collect();
+        let rebalance = RebalanceInfo {
+            epoch: rs.epoch,
+            objects: rs.objects,
+            pushed: rs.pushed,
+            pushed_bytes: rs.pushed_bytes,
+            pulled: rs.pulled,
+            dropped: rs.dropped,
+            complete: rs.complete,
+        };
+        ClusterInfo {
+            name: name.to_owned(),
+            status: format!("{:?}", st.status).to_lowercase(),
+            epoch: st.epoch,
+            nodes: members.iter().map(|m| m.node_id.clone()).collect(),
+            default_copies: copies,
+            redundancy: redundancy(copies, members.len().max(1)),
+            members,
+            epochs,
+            rebalance,
+        }
+    }
 }
 
 impl NodeService {
@@ -41,7 +111,13 @@ impl NodeService {
             pool,
             node,
             notifier: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Answers `dog cluster info` and `dog node list` from the cluster from now on.
+    pub fn set_cluster(&self, source: Arc<ClusterInfoSource>) {
+        let _ = self.cluster.set(source);
     }
 
     /// Lets the service invalidate the kernel's caches once the mount exists.
@@ -116,6 +192,9 @@ impl NodeService {
 
     fn cluster_info(&self) -> Result<Reply, Error> {
         let copies = self.pool.stats()?.default_copies;
+        if let Some(c) = self.cluster.get() {
+            return Ok(Reply::ClusterInfo(c.info(&self.node.cluster, copies)));
+        }
         Ok(Reply::ClusterInfo(ClusterInfo {
             name: self.node.cluster.clone(),
             status: "running (single host)".into(),
@@ -123,6 +202,9 @@ impl NodeService {
             nodes: vec![self.node.node_id.to_string()],
             default_copies: copies,
             redundancy: redundancy(copies, 1),
+            members: Vec::new(),
+            epochs: Vec::new(),
+            rebalance: RebalanceInfo::default(),
         }))
     }
 

@@ -13,6 +13,8 @@ pub const DEFAULT_STORE: &str = "/var/lib/sheepfs";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/sheepfs/admin.sock";
 /// Default copies of each object.
 pub const DEFAULT_COPIES: u8 = 3;
+/// Default `--failure-timeout` in seconds.
+pub const DEFAULT_FAILURE_TIMEOUT: u64 = 3;
 /// Largest number of copies a VDI may have.
 pub const MAX_COPIES: u8 = 31;
 /// Default cluster name.
@@ -44,6 +46,8 @@ pub struct DaemonConfig {
     pub cluster: String,
     /// FUSE worker threads (they also do the blocking disk I/O).
     pub threads: usize,
+    /// Seconds without a word from a host before it is considered failed.
+    pub failure_timeout: u64,
 }
 
 impl Default for DaemonConfig {
@@ -56,6 +60,7 @@ impl Default for DaemonConfig {
             peers: Vec::new(),
             listen: None,
             copies: DEFAULT_COPIES,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             cluster: DEFAULT_CLUSTER.to_owned(),
             threads: DEFAULT_THREADS,
         }
@@ -82,6 +87,9 @@ impl DaemonConfig {
                 "--threads",
                 format!("must be 1..={MAX_THREADS}"),
             ));
+        }
+        if !(1..=300).contains(&self.failure_timeout) {
+            return Err(config_err("--failure-timeout", "must be 1..=300 seconds"));
         }
         if self.cluster.is_empty() || self.cluster.len() > 64 {
             return Err(config_err("--cluster", "must be 1 to 64 bytes"));

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod attr;
+pub mod cluster;
 pub mod config;
 pub mod dir;
 pub mod errno;

@@ -47,6 +47,7 @@ impl Daemon {
             .arg("--admin-socket")
             .arg(socket)
             .arg("--no-mdns")
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--threads")
             .arg("4")
             .env("RUST_LOG", "sheep=debug")
@@ -164,6 +165,7 @@ fn a_mountpoint_that_is_not_empty_is_refused() {
         .arg("--admin-socket")
         .arg(dir.path().join("admin.sock"))
         .arg("--no-mdns")
+        .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -1,6 +1,6 @@
 //! Errors of the p2p crate.
 
-/// Errors raised while encoding or decoding frames and records.
+/// Errors of the codec, the durable log and the cluster driver.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The input does not start with the expected magic.
@@ -40,6 +40,27 @@ pub enum Error {
     /// The payload could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// An I/O error (the durable log).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Another process (or driver) holds the log file.
+    #[error("log file {0} is in use by another process")]
+    Locked(std::path::PathBuf),
+    /// A `--peer` address is neither `IP:PORT` nor a multiaddr.
+    #[error("bad peer address {0:?}")]
+    BadPeer(String),
+    /// The libp2p network could not be set up.
+    #[error("network: {0}")]
+    Net(String),
+    /// The proposal was refused by the order layer.
+    #[error("proposal refused: {0:?}")]
+    Refused(crate::order::Refusal),
+    /// The operation did not complete in time.
+    #[error("timed out")]
+    Timeout,
+    /// The cluster driver has stopped.
+    #[error("cluster driver stopped")]
+    Stopped,
 }
 
 /// Result with [`Error`] as the default error.

@@ -69,6 +69,14 @@ impl Node {
         Node::spawn(tmp, store, true, &[])
     }
 
+    /// Starts a daemon on a fresh store with `--no-mdns` and `extra` arguments (for example
+    /// `--listen` and `--peer`) and waits until it is ready.
+    pub fn start_with(extra: &[&str]) -> Node {
+        let tmp = must_tempdir();
+        let store = tmp.path().join("store");
+        Node::spawn(tmp, store, true, extra)
+    }
+
     /// Starts a daemon on an existing `store` with `extra` arguments and waits until it is
     /// ready. The mount point, socket and log are in a fresh temporary directory.
     pub fn start_on(store: &Path, extra: &[&str]) -> Node {
@@ -77,7 +85,19 @@ impl Node {
 
     fn spawn(tmp: TempDir, store: PathBuf, owns_store: bool, extra: &[&str]) -> Node {
         let mut daemon = Daemon::new(tmp.path(), store);
-        let args: Vec<&str> = ["--no-mdns"].iter().chain(extra).copied().collect();
+        // Root-namespace daemons never multicast, and listen on loopback only, on a port of
+        // their own (tests run in parallel).
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
+        let args: Vec<&str> = ["--no-mdns"]
+            .iter()
+            .chain(listen)
+            .chain(extra)
+            .copied()
+            .collect();
         daemon.spawn(Command::new(bin("sheepfs")), &args);
         let mut node = Node {
             daemon,

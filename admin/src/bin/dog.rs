@@ -56,6 +56,9 @@ fn show(view: View, reply: Reply) -> anyhow::Result<String> {
         }
         (View::Node(f), Reply::NodeInfo(n)) => either(f, &n, || render::node_info(&n)),
         (View::Cluster(f), Reply::ClusterInfo(c)) => either(f, &c, || render::cluster_info(&c)),
+        (View::NodeList(f), Reply::ClusterInfo(c)) => {
+            either(f, &c.members, || render::node_list(&c.members))
+        }
         (_, reply) => bail!(
             "sheepfs sent an unexpected reply ({}); are dog and sheepfs the same version?",
             reply_name(&reply)

@@ -128,6 +128,8 @@ pub enum VdiCommand {
 pub enum NodeCommand {
     /// Show this node's id, store, mount point, capacity and usage.
     Info(Format),
+    /// List the cluster's hosts (id, data address, capacity, which one is the sequencer).
+    List(Format),
 }
 
 /// `dog cluster ...`.
@@ -150,6 +152,8 @@ pub enum View {
     Node(Format),
     /// Cluster details.
     Cluster(Format),
+    /// The cluster's hosts.
+    NodeList(Format),
 }
 
 /// A command line that parses but does not make sense.
@@ -163,6 +167,7 @@ impl Command {
         match self {
             Command::Vdi(vdi) => vdi.plan(),
             Command::Node(NodeCommand::Info(f)) => Ok((Request::NodeInfo, View::Node(*f))),
+            Command::Node(NodeCommand::List(f)) => Ok((Request::ClusterInfo, View::NodeList(*f))),
             Command::Cluster(ClusterCommand::Info(f)) => {
                 Ok((Request::ClusterInfo, View::Cluster(*f)))
             }

@@ -1,6 +1,6 @@
 //! Human output of `dog`: tables, key-value details and dates.
 
-use sheep_admin::{format_size, ClusterInfo, NodeInfo, VdiInfo};
+use sheep_admin::{format_size, ClusterInfo, MemberSummary, NodeInfo, VdiInfo};
 use std::fmt::Write;
 
 /// How a column is aligned.
@@ -96,9 +96,60 @@ pub fn cluster_info(c: &ClusterInfo) -> String {
     field(&mut out, "Epoch", &c.epoch.to_string());
     field(&mut out, "Default copies", &c.default_copies.to_string());
     field(&mut out, "Redundancy", &c.redundancy);
+    let r = &c.rebalance;
+    if r.epoch > 0 {
+        let state = if r.complete {
+            "complete"
+        } else {
+            "in progress"
+        };
+        let line = format!(
+            "epoch {}: {} objects here, {} pushed ({}), {} fetched, {} dropped, {state}",
+            r.epoch,
+            r.objects,
+            r.pushed,
+            format_size(r.pushed_bytes),
+            r.pulled,
+            r.dropped
+        );
+        field(&mut out, "Rebalance", &line);
+    }
     field(&mut out, "Nodes", &c.nodes.len().to_string());
     for node in &c.nodes {
         let _ = writeln!(out, "  {node}");
+    }
+    if !c.epochs.is_empty() {
+        let _ = writeln!(out, "Epoch log:");
+        for e in &c.epochs {
+            let _ = writeln!(out, "  {:>6}  {}", e.epoch, e.nodes.join(" "));
+        }
+    }
+    out
+}
+
+/// `dog node list` as a table.
+pub fn node_list(members: &[MemberSummary]) -> String {
+    let mut out = format!(
+        "{:<4}{:<34}{:<24}{:>10}  {}\n",
+        "", "Id", "Data address", "Capacity", "Role"
+    );
+    for (i, m) in members.iter().enumerate() {
+        let mut role = Vec::new();
+        if m.sequencer {
+            role.push("sequencer");
+        }
+        if m.local {
+            role.push("this host");
+        }
+        let _ = writeln!(
+            out,
+            "{:<4}{:<34}{:<24}{:>10}  {}",
+            i,
+            m.node_id,
+            m.addr,
+            format_size(m.capacity),
+            role.join(", ")
+        );
     }
     out
 }
@@ -199,6 +250,9 @@ mod tests {
             nodes: vec!["n1".into()],
             default_copies: 1,
             redundancy: "1 copy".into(),
+            members: vec![],
+            epochs: vec![],
+            rebalance: Default::default(),
         };
         let out = cluster_info(&c);
         assert!(out.contains("Status:         running, single host"));

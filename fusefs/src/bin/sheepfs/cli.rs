@@ -32,15 +32,17 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "SHEEPFS_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
 
-    /// Do not discover other hosts by mDNS (multi-host discovery is not active yet).
+    /// Do not discover other hosts by mDNS (use --peer, or run alone).
     #[arg(long)]
     pub no_mdns: bool,
 
-    /// Join the cluster through this peer, without multicast; repeatable (not active yet).
+    /// Join the cluster through this peer (IP:PORT of its --listen), without multicast;
+    /// repeatable.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<String>,
 
-    /// Address to listen on for other hosts, e.g. 0.0.0.0:7000 (not active yet).
+    /// Address to listen on for other hosts (cluster protocol; object data uses an extra
+    /// port on the same address) [default: 0.0.0.0:7000].
     #[arg(long, value_name = "ADDR", env = "SHEEPFS_LISTEN")]
     pub listen: Option<String>,
 
@@ -59,6 +61,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "SHEEPFS_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+
+    /// Seconds without a word from a host before it is considered failed and removed
+    /// [default: 3].
+    #[arg(long, value_name = "SECS", env = "SHEEPFS_FAILURE_TIMEOUT")]
+    pub failure_timeout: Option<u64>,
 }
 
 impl Cli {
@@ -80,6 +87,7 @@ impl Cli {
             copies: self.copies.unwrap_or(base.copies),
             cluster: self.cluster.unwrap_or(base.cluster),
             threads: self.threads.map_or(base.threads, usize::from),
+            failure_timeout: self.failure_timeout.unwrap_or(base.failure_timeout),
         }
     }
 }

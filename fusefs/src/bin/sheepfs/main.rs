@@ -20,13 +20,19 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use parking_lot::Mutex;
 use sheep_admin::AdminService;
+use sheep_fusefs::admin::ClusterInfoSource;
 use sheep_fusefs::admin::{NodeIdentity, NodeService};
+use sheep_fusefs::cluster::{self, ClusterLog, Membership, PoolCopies};
 use sheep_fusefs::config::DaemonConfig;
 use sheep_fusefs::fuse::{mount_config, FsOptions, SheepFs};
 use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
 use sheep_fusefs::mountpoint::check_mountpoint;
+use sheep_objects::replicated::{ReplicaConfig, ReplicatedStore};
 use sheep_objects::{DiskStore, ObjectStore};
+use sheep_p2p::net::{Cluster, NetConfig};
+use sheep_p2p::order::{Config as OrderConfig, MemberInfo};
 use sheep_vdi::{Pool, PoolConfig, Reclaimer};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,11 +157,17 @@ fn flush(pool: &Pool) {
 
 fn run(config: DaemonConfig) -> anyhow::Result<()> {
     config.validate()?;
-    log_unused_discovery_options(&config);
     let mountpoint = check_mountpoint(&config.mountpoint)?;
-    let (_store_lock, pool, node) = open_pool(&config)?;
-    // Deletes what nothing references within seconds, and bounds what a crash can lose of
-    // writes no fsync covered.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sheep-net")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let started = start_node(&config, &rt)?;
+    let (_store_lock, pool, node) = (started.lock, started.pool.clone(), started.node.clone());
+    // Deletes what nothing references within seconds, bounds what a crash can lose of writes
+    // no fsync covered, and hands VDIs over to hosts that want to write them.
     let reclaimer = Reclaimer::spawn(
         Arc::clone(&pool),
         RECLAIM_INTERVAL,
@@ -167,12 +179,6 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         ..node
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sheep-admin")
-        .enable_all()
-        .build()
-        .context("cannot start the admin runtime")?;
     let stopper = Arc::new(Stopper {
         pool: Arc::clone(&pool),
         mountpoint: mountpoint.clone(),
@@ -183,6 +189,7 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     watch_signals(&rt, Arc::clone(&stopper))?;
 
     let service = Arc::new(NodeService::new(Arc::clone(&pool), node));
+    service.set_cluster(Arc::new(started.info.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin: Arc<dyn AdminService> = service.clone();
     let socket = config.admin_socket.clone();
@@ -229,6 +236,18 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     stop_admin(&rt, admin_task, &config.admin_socket);
     drop(reclaimer);
     let flushed = pool.flush_all().and_then(|()| pool.reclaim().map(|_| ()));
+    // Others stop waiting for a host that says goodbye. The last member stays in its own
+    // view, so that it resumes the cluster's history when it starts again.
+    let alone = started.cluster.view().is_none_or(|v| v.members.len() <= 1);
+    let stopped = if alone {
+        started.cluster.shutdown(Duration::from_secs(5))
+    } else {
+        started.cluster.leave(Duration::from_secs(5))
+    };
+    if let Err(e) = stopped {
+        warn!(error = %e, "leaving the cluster cleanly failed");
+    }
+    started.store.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));
     served.context("the FUSE session failed")?;
     flushed.context("flushing the pool at shutdown failed")?;
@@ -236,40 +255,158 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_unused_discovery_options(config: &DaemonConfig) {
-    if config.mdns || !config.peers.is_empty() || config.listen.is_some() {
-        info!(
-            mdns = config.mdns,
-            peers = ?config.peers,
-            listen = ?config.listen,
-            "discovery options accepted but not used yet: this node runs as a single host"
-        );
-    }
+/// A started node: the store lock, the pool, and its place in the cluster.
+struct Started {
+    lock: StoreLock,
+    pool: Arc<Pool>,
+    node: NodeIdentity,
+    cluster: Cluster,
+    store: Arc<ReplicatedStore>,
+    info: ClusterInfoSource,
 }
 
-/// Locks and opens (or creates) the store, its node id and the pool.
-fn open_pool(config: &DaemonConfig) -> anyhow::Result<(StoreLock, Arc<Pool>, NodeIdentity)> {
+/// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
+/// rebuilds the pool from the metadata log.
+fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     let dir = &config.store;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
     let lock = lock_store(dir)?;
     let node_id = load_or_create_node_id(dir)?;
-    let store = DiskStore::open(dir)
+    let disk = DiskStore::open(dir)
         .with_context(|| format!("cannot open the object store in {}", dir.display()))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let local: Arc<dyn ObjectStore> = Arc::new(disk);
+    let capacity = local.stats().map(|s| s.capacity).unwrap_or(1 << 40);
+
+    let listen: SocketAddr = config
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_LISTEN)
+        .parse()
+        .context("--listen must be IP:PORT")?;
+    let data = TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+        .with_context(|| format!("cannot listen for object data on {}", listen.ip()))?;
+    let data_port = data.local_addr()?.port();
+    let data_addrs = advertised(listen.ip(), data_port);
+    let copies = Arc::new(PoolCopies::new(config.copies));
+    let store = ReplicatedStore::new(
+        node_id,
+        local.clone(),
+        copies.clone(),
+        ReplicaConfig::default(),
+    );
+    store.serve(data).context("cannot serve object data")?;
+
+    let me = MemberInfo {
+        id: node_id,
+        data_addrs: data_addrs.clone(),
+        capacity,
+        incarnation: rand_u64(),
+    };
+    let net = NetConfig {
+        cluster: config.cluster.clone(),
+        listen,
+        peers: config.peers.clone(),
+        mdns: config.mdns,
+        order: OrderConfig {
+            failure_timeout: Duration::from_secs(config.failure_timeout),
+            ..OrderConfig::default()
+        },
+        log_dir: dir.join("cluster"),
+    };
+    if !config.mdns && config.peers.is_empty() {
+        info!("no mDNS and no --peer: this host forms its own cluster");
+    }
+    let (cluster, restored, rx) =
+        Cluster::start(net, me.clone(), rt.handle()).context("cannot start the cluster node")?;
     let pool_config = PoolConfig {
         default_copies: config.copies,
     };
-    let pool = Pool::open(store, pool_config)
-        .with_context(|| format!("cannot open the VDI pool in {}", dir.display()))?;
-    info!(node_id = %node_id, store = %dir.display(), vdis = pool.list().len(), "pool opened");
+    let pool = Arc::new(Pool::new(
+        store.clone() as Arc<dyn ObjectStore>,
+        local,
+        pool_config,
+        node_id,
+        Arc::new(ClusterLog::new(cluster.clone())),
+    ));
+    copies.attach(&pool);
+    let members = Arc::new(Mutex::new(Membership::new(me, !restored.is_empty())));
+    for e in &restored {
+        cluster::apply(e, false, &pool, &store, &members);
+    }
+    info!(
+        entries = restored.len(),
+        vdis = pool.list().len(),
+        "metadata log replayed"
+    );
+    cluster::spawn_apply_loop(rx, cluster.clone(), pool.clone(), store.clone(), members)
+        .context("cannot start the apply thread")?;
+    info!(node_id = %node_id, listen = %listen, data = ?data_addrs, "waiting to join a cluster");
+    let view = cluster
+        .wait_member(JOIN_TIMEOUT)
+        .context("did not become a member of a cluster")?;
+    pool.restarted()
+        .context("cannot release what the previous run held")?;
+    info!(
+        epoch = view.epoch,
+        members = view.members.len(),
+        vdis = pool.list().len(),
+        "cluster joined"
+    );
     let node = NodeIdentity {
         node_id,
         store: dir.clone(),
         mount: PathBuf::new(),
         cluster: config.cluster.clone(),
     };
-    Ok((lock, Arc::new(pool), node))
+    let info = ClusterInfoSource {
+        cluster: cluster.clone(),
+        store: store.clone(),
+        pool: pool.clone(),
+    };
+    Ok(Started {
+        lock,
+        pool,
+        node,
+        cluster,
+        store,
+        info,
+    })
+}
+
+/// Default `--listen`.
+const DEFAULT_LISTEN: &str = "0.0.0.0:7000";
+
+/// How long start-up waits to become a member.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The addresses other hosts can reach the data channel at.
+fn advertised(ip: IpAddr, port: u16) -> Vec<SocketAddr> {
+    if !ip.is_unspecified() {
+        return vec![SocketAddr::new(ip, port)];
+    }
+    let mut out: Vec<SocketAddr> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|i| i.address)
+                .filter_map(|a| a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+                .filter(|ip| !ip.is_loopback())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push(SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        port,
+    ));
+    out
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
 }
 
 /// Installs the SIGINT/SIGTERM handlers; the first signal stops, the second forces.

@@ -1,0 +1,188 @@
+//! This host's place in the cluster: the metadata log over `sheep-p2p`, the apply loop that
+//! feeds the pool, and the membership map of the replicated object store (see
+//! `docs/CLUSTER.md`).
+
+use parking_lot::Mutex;
+use sheep_objects::replicated::{ClusterMap, CopiesOf, Member, ReplicatedStore};
+use sheep_objects::Vid;
+use sheep_p2p::net::{Cluster, Delivery};
+use sheep_p2p::order::{Body, Entry, MemberInfo};
+use sheep_p2p::NodeId;
+use sheep_vdi::{MetaLog, Pool};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// How long a metadata command may wait for the cluster before the caller gets EIO.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pool's metadata log: the cluster's total order.
+pub struct ClusterLog {
+    cluster: Cluster,
+}
+
+impl ClusterLog {
+    /// A log over `cluster`.
+    pub fn new(cluster: Cluster) -> ClusterLog {
+        ClusterLog { cluster }
+    }
+}
+
+impl MetaLog for ClusterLog {
+    fn submit(&self, _pool: &Pool, bytes: Vec<u8>) -> sheep_vdi::Result<()> {
+        self.cluster
+            .propose(bytes, PROPOSE_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| sheep_vdi::Error::Unavailable(e.to_string()))
+    }
+}
+
+/// Copies of each VDI id, as the pool knows them (set once the pool exists).
+#[derive(Default)]
+pub struct PoolCopies {
+    pool: OnceLock<Weak<Pool>>,
+    default: u8,
+}
+
+impl PoolCopies {
+    /// Copies default to `default` until [`PoolCopies::attach`].
+    pub fn new(default: u8) -> PoolCopies {
+        PoolCopies {
+            pool: OnceLock::new(),
+            default,
+        }
+    }
+
+    /// Answers from `pool` from now on.
+    pub fn attach(&self, pool: &Arc<Pool>) {
+        let _ = self.pool.set(Arc::downgrade(pool));
+    }
+}
+
+impl CopiesOf for PoolCopies {
+    fn copies(&self, vid: Vid) -> u8 {
+        match self.pool.get().and_then(Weak::upgrade) {
+            Some(p) => p.copies_of(vid),
+            None => self.default,
+        }
+    }
+}
+
+/// The members in log order, as the log's membership entries say.
+pub struct Membership {
+    me: MemberInfo,
+    members: Vec<MemberInfo>,
+    /// The cluster recorded this host as gone after its restart: its copies may be stale.
+    absent: bool,
+    restored: bool,
+}
+
+impl Membership {
+    /// Membership of host `me`; `restored` is true when it starts from a stored log.
+    pub fn new(me: MemberInfo, restored: bool) -> Membership {
+        Membership {
+            me,
+            members: Vec::new(),
+            absent: false,
+            restored,
+        }
+    }
+
+    /// Applies a membership entry; returns the host that left or failed, if any.
+    fn apply(&mut self, body: &Body, live: bool, store: &ReplicatedStore) -> Option<NodeId> {
+        match body {
+            Body::Join(info) => {
+                self.members.retain(|m| m.id != info.id);
+                self.members.push(info.clone());
+                if live
+                    && info.id == self.me.id
+                    && info.incarnation == self.me.incarnation
+                    && self.restored
+                    && self.absent
+                {
+                    // The cluster went on without this host: what it holds may be stale.
+                    // Issue 4 replaces this with versioned, incremental catch-up.
+                    warn!("rejoined after the cluster went on without this host: its copies are dropped and fetched again");
+                    store.discard_local_data();
+                    self.absent = false;
+                }
+                None
+            }
+            Body::Leave(id) | Body::Fail(id) => {
+                self.members.retain(|m| m.id != *id);
+                if live && *id == self.me.id {
+                    self.absent = true;
+                }
+                Some(*id)
+            }
+            Body::App { .. } => None,
+        }
+    }
+
+    fn map(&self, epoch: u64) -> ClusterMap {
+        ClusterMap {
+            epoch,
+            members: self
+                .members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    capacity: m.capacity,
+                    data_addrs: m.data_addrs.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Applies one delivered entry to the pool and the store.
+pub fn apply(
+    entry: &Entry,
+    live: bool,
+    pool: &Pool,
+    store: &ReplicatedStore,
+    members: &Mutex<Membership>,
+) {
+    match &entry.body {
+        Body::App { cmd, .. } => pool.apply_entry(entry.seq, cmd),
+        body => {
+            let gone = {
+                let mut m = members.lock();
+                let gone = m.apply(body, live, store);
+                store.set_map(m.map(entry.epoch));
+                gone
+            };
+            if let Some(id) = gone {
+                pool.node_gone(id);
+            }
+            info!(seq = entry.seq, epoch = entry.epoch, "membership changed");
+        }
+    }
+}
+
+/// Runs the apply loop on its own thread until the driver stops.
+pub fn spawn_apply_loop(
+    rx: std::sync::mpsc::Receiver<Delivery>,
+    cluster: Cluster,
+    pool: Arc<Pool>,
+    store: Arc<ReplicatedStore>,
+    members: Arc<Mutex<Membership>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sheep-apply".into())
+        .spawn(move || {
+            for d in rx {
+                match d {
+                    Delivery::Entry(e) => {
+                        apply(&e, true, &pool, &store, &members);
+                        cluster.applied(e.seq);
+                    }
+                    Delivery::Reset => {
+                        error!("the cluster's history differs from ours: starting over from it");
+                        pool.reset();
+                    }
+                }
+            }
+            info!("apply loop ended");
+        })
+}

@@ -1,0 +1,8 @@
+//! Total order: membership and metadata operations in one log that every member applies in
+//! the same sequence (see `docs/CLUSTER.md`).
+
+mod api;
+mod machine;
+
+pub use api::*;
+pub use machine::{Ballot, Heartbeat, Msg, OrderNode};

@@ -1,0 +1,337 @@
+//! The libp2p driver on loopback: clusters form from `--peer` addresses, proposals are applied
+//! everywhere in one order, the log survives a restart, and another cluster's node stays out.
+//!
+//! Everything runs in the root network namespace of the CI machine, so mDNS is off everywhere
+//! and all traffic goes to 127.0.0.1.
+
+use sheep_p2p::net::{Cluster, Delivery, NetConfig};
+use sheep_p2p::order::{Body, Config, Entry, MemberInfo, View};
+use sheep_p2p::NodeId;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn order_config() -> Config {
+    Config {
+        heartbeat: Duration::from_millis(100),
+        failure_timeout: Duration::from_millis(1500),
+        discovery_window: Duration::from_millis(500),
+    }
+}
+
+fn net_config(cluster: &str, dir: &Path, peers: Vec<String>) -> NetConfig {
+    NetConfig {
+        cluster: cluster.to_string(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers,
+        mdns: false,
+        order: order_config(),
+        log_dir: dir.to_path_buf(),
+    }
+}
+
+fn member(id: NodeId) -> MemberInfo {
+    MemberInfo {
+        id,
+        data_addrs: vec![],
+        capacity: 1 << 40,
+        incarnation: rand::random(),
+    }
+}
+
+/// A node and the application that applies what it delivers.
+struct Node {
+    cluster: Cluster,
+    restored: Vec<Entry>,
+    entries: Arc<Mutex<Vec<Entry>>>,
+    app: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(rt: &tokio::runtime::Runtime, cfg: NetConfig, id: NodeId) -> Node {
+        let (cluster, restored, rx) = Cluster::start(cfg, member(id), rt.handle()).unwrap();
+        let entries = Arc::new(Mutex::new(restored.clone()));
+        let app = {
+            let entries = entries.clone();
+            let cluster = cluster.clone();
+            std::thread::spawn(move || {
+                while let Ok(d) = rx.recv() {
+                    match d {
+                        Delivery::Entry(e) => {
+                            let seq = e.seq;
+                            entries.lock().unwrap().push(e);
+                            cluster.applied(seq);
+                        }
+                        Delivery::Reset => entries.lock().unwrap().clear(),
+                    }
+                }
+            })
+        };
+        Node {
+            cluster,
+            restored,
+            entries,
+            app: Some(app),
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.cluster.listen_addrs()[0].to_string()
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        self.entries.lock().unwrap().clone()
+    }
+
+    fn app_cmds(&self) -> Vec<Vec<u8>> {
+        self.entries()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                Body::App { cmd, .. } => Some(cmd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops the driver and waits for the application thread to drain.
+    fn stop(mut self, leave: bool) -> Vec<Entry> {
+        if leave {
+            self.cluster.leave(Duration::from_secs(10)).unwrap();
+        } else {
+            self.cluster.shutdown(Duration::from_secs(10)).unwrap();
+        }
+        self.app.take().unwrap().join().unwrap();
+        self.entries()
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn view_ids(v: &View) -> Vec<NodeId> {
+    v.members.iter().map(|m| m.id).collect()
+}
+
+/// Waits until every node's view holds exactly `ids` (any order).
+fn wait_view(nodes: &[&Node], ids: &[NodeId]) -> View {
+    let mut want = ids.to_vec();
+    want.sort();
+    let mut agreed = None;
+    wait_until("one view of the expected members", T, || {
+        let views: Vec<_> = nodes.iter().map(|n| n.cluster.view()).collect();
+        let Some(Some(first)) = views.first() else {
+            return false;
+        };
+        let mut got = view_ids(first);
+        got.sort();
+        if got == want && views.iter().all(|v| v.as_ref() == Some(first)) {
+            agreed = Some(first.clone());
+            true
+        } else {
+            false
+        }
+    });
+    agreed.unwrap()
+}
+
+#[test]
+fn three_nodes_form_one_cluster_and_apply_proposals_in_one_order() {
+    let rt = runtime();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ids: Vec<NodeId> = (0..3).map(|_| NodeId::random()).collect();
+    let a = Node::start(&rt, net_config("loop", dirs[0].path(), vec![]), ids[0]);
+    a.cluster.wait_member(T).unwrap();
+    let b = Node::start(
+        &rt,
+        net_config("loop", dirs[1].path(), vec![a.addr()]),
+        ids[1],
+    );
+    let c = Node::start(
+        &rt,
+        net_config("loop", dirs[2].path(), vec![a.addr()]),
+        ids[2],
+    );
+    b.cluster.wait_member(T).unwrap();
+    c.cluster.wait_member(T).unwrap();
+    let view = wait_view(&[&a, &b, &c], &ids);
+    assert_eq!(view.sequencer, Some(ids[0]));
+
+    // Every node proposes concurrently.
+    const N: usize = 15;
+    std::thread::scope(|s| {
+        for (i, n) in [&a, &b, &c].into_iter().enumerate() {
+            s.spawn(move || {
+                for k in 0..N {
+                    let cmd = format!("node{i}-cmd{k}").into_bytes();
+                    let seq = n.cluster.propose(cmd.clone(), T).unwrap();
+                    // Acknowledged means applied everywhere.
+                    let at = n.entries().into_iter().find(|e| e.seq == seq).unwrap();
+                    assert!(matches!(at.body, Body::App { cmd: ref c, .. } if *c == cmd));
+                }
+            });
+        }
+    });
+    let all = a.app_cmds();
+    assert_eq!(all.len(), 3 * N);
+    wait_until("equal logs", T, || {
+        let ea = a.entries();
+        ea == b.entries() && ea == c.entries()
+    });
+    let ea = a.entries();
+    for (i, e) in ea.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            u64::try_from(i).unwrap() + 1,
+            "seqs are dense from 1"
+        );
+    }
+    // Each node's own proposals landed in the order it made them.
+    for i in 0..3 {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|c| c.starts_with(format!("node{i}-").as_bytes()))
+            .cloned()
+            .collect();
+        let want: Vec<_> = (0..N)
+            .map(|k| format!("node{i}-cmd{k}").into_bytes())
+            .collect();
+        assert_eq!(mine, want);
+    }
+    let st = a.cluster.status();
+    assert_eq!(st.peers.len(), 2, "{st:?}");
+    assert_eq!(st.epoch, view.epoch);
+    assert!(!st.epoch_log.is_empty());
+    for n in [a, b, c] {
+        n.stop(false);
+    }
+}
+
+#[test]
+fn the_log_survives_a_restart_and_the_node_catches_up() {
+    let rt = runtime();
+    let da = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let (ia, ib) = (NodeId::random(), NodeId::random());
+    let a = Node::start(&rt, net_config("restart", da.path(), vec![]), ia);
+    a.cluster.wait_member(T).unwrap();
+    let peer = vec![a.addr()];
+    let b = Node::start(&rt, net_config("restart", db.path(), peer.clone()), ib);
+    b.cluster.wait_member(T).unwrap();
+    wait_view(&[&a, &b], &[ia, ib]);
+    for k in 0..5 {
+        a.cluster.propose(format!("a{k}").into_bytes(), T).unwrap();
+        b.cluster.propose(format!("b{k}").into_bytes(), T).unwrap();
+    }
+    let had = b.stop(true);
+    assert!(had.len() >= 12, "{} entries", had.len());
+    wait_view(&[&a], &[ia]);
+    // The cluster goes on without b.
+    for k in 5..10 {
+        a.cluster.propose(format!("a{k}").into_bytes(), T).unwrap();
+    }
+
+    let b = Node::start(&rt, net_config("restart", db.path(), peer), ib);
+    assert_eq!(b.restored, had, "restored = what was delivered before");
+    b.cluster.wait_member(T).unwrap();
+    wait_view(&[&a, &b], &[ia, ib]);
+    b.cluster.propose(b"b-again".to_vec(), T).unwrap();
+    wait_until("b caught up", T, || a.entries() == b.entries());
+    assert!(b.app_cmds().contains(&b"a9".to_vec()));
+    let eb = b.stop(false);
+    a.stop(false);
+
+    // What b delivered after the restart was appended to what it had.
+    let (_log, opened) =
+        sheep_p2p::net::log::LogFile::<Entry>::open(&db.path().join("log")).unwrap();
+    assert_eq!(opened.records, eb);
+    assert_eq!(opened.truncated, 0);
+}
+
+#[test]
+fn a_node_of_another_cluster_does_not_join() {
+    let rt = runtime();
+    let da = tempfile::tempdir().unwrap();
+    let dx = tempfile::tempdir().unwrap();
+    let (ia, ix) = (NodeId::random(), NodeId::random());
+    let a = Node::start(&rt, net_config("alpha", da.path(), vec![]), ia);
+    a.cluster.wait_member(T).unwrap();
+    let x = Node::start(&rt, net_config("beta", dx.path(), vec![a.addr()]), ix);
+    // x hears nobody of its cluster: after its discovery window it forms its own.
+    let vx = x.cluster.wait_member(T).unwrap();
+    assert_eq!(view_ids(&vx), vec![ix]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(view_ids(&a.cluster.view().unwrap()), vec![ia]);
+    assert!(a.cluster.status().peers.is_empty());
+    assert!(x.cluster.status().peers.is_empty());
+    a.cluster.propose(b"only-alpha".to_vec(), T).unwrap();
+    x.cluster.propose(b"only-beta".to_vec(), T).unwrap();
+    assert_eq!(a.app_cmds(), vec![b"only-alpha".to_vec()]);
+    assert_eq!(x.app_cmds(), vec![b"only-beta".to_vec()]);
+    a.stop(false);
+    x.stop(false);
+}
+
+/// Median and 99th percentile of `count` proposals made one after the other on `n`.
+fn measure(n: &Node, count: usize) -> (Duration, Duration) {
+    let mut lat = Vec::with_capacity(count);
+    for k in 0..count {
+        let t = Instant::now();
+        n.cluster
+            .propose(format!("lat{k}").into_bytes(), T)
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    (lat[lat.len() / 2], lat[(lat.len() * 99).div_ceil(100) - 1])
+}
+
+/// `cargo test -p sheep-p2p --test net_loopback -- --ignored --nocapture propose_latency`
+#[test]
+#[ignore = "measurement, not a check"]
+fn propose_latency() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = runtime();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ids: Vec<NodeId> = (0..3).map(|_| NodeId::random()).collect();
+    let a = Node::start(&rt, net_config("lat", dirs[0].path(), vec![]), ids[0]);
+    a.cluster.wait_member(T).unwrap();
+    let (m, p) = measure(&a, 200);
+    println!("1 node: propose median {m:?}, p99 {p:?}");
+    let b = Node::start(
+        &rt,
+        net_config("lat", dirs[1].path(), vec![a.addr()]),
+        ids[1],
+    );
+    let c = Node::start(
+        &rt,
+        net_config("lat", dirs[2].path(), vec![a.addr()]),
+        ids[2],
+    );
+    wait_view(&[&a, &b, &c], &ids);
+    let (m, p) = measure(&a, 200);
+    println!("3 nodes, from the sequencer: propose median {m:?}, p99 {p:?}");
+    let (m, p) = measure(&b, 200);
+    println!("3 nodes, from another member: propose median {m:?}, p99 {p:?}");
+    for n in [a, b, c] {
+        n.stop(false);
+    }
+}

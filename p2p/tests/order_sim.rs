@@ -1,0 +1,879 @@
+//! The total-order machine on a simulated network: seeded, deterministic, no sockets.
+//!
+//! Messages go through the codec (as the driver's would), may be lost, duplicated, delayed and
+//! reordered; partitions cut the network in two; crashed nodes lose their machine and restart
+//! with their stored log and a new incarnation. The properties checked are listed on
+//! [`check_final`] and on each test. `PROPTEST_CASES` sets the number of cases (default small so
+//! that the suite runs in well under a minute in debug builds).
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sheep_p2p::codec;
+use sheep_p2p::order::{
+    Body, Config, Entry, Input, MemberInfo, Msg, OrderNode, Output, Refusal, ReqId, Seq, Status,
+    View, MAX_BROADCAST,
+};
+use sheep_p2p::NodeId;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+const STEP_MS: u64 = 5;
+const TICK_MS: u64 = 20;
+
+fn cfg() -> Config {
+    Config {
+        heartbeat: Duration::from_millis(50),
+        failure_timeout: Duration::from_millis(600),
+        discovery_window: Duration::from_millis(300),
+    }
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Debug)]
+struct NetParams {
+    loss: f64,
+    dup: f64,
+    max_delay_ms: u64,
+    /// Whether the application applies delivered entries at once or after a random delay.
+    slow_apply: bool,
+}
+
+struct SimNode {
+    id: NodeId,
+    machine: Option<OrderNode>,
+    incarnation: u64,
+    /// The durable log of the application (what `Deliver` stored).
+    log: Vec<Entry>,
+    applied: Seq,
+    apply_at: Vec<(u64, Seq)>,
+    started: bool,
+    crashed_ever: bool,
+    left: bool,
+    next_req: u64,
+    /// Proposals of the current incarnation without an answer yet.
+    open: HashSet<ReqId>,
+    resets: usize,
+}
+
+struct Sim {
+    rng: StdRng,
+    t0: Instant,
+    now: u64,
+    net: NetParams,
+    nodes: Vec<SimNode>,
+    /// (deliver at, ordinal) -> (to, from, encoded message)
+    queue: BTreeMap<(u64, u64), (usize, usize, Vec<u8>)>,
+    ordinal: u64,
+    next_tick: u64,
+    /// Partition group of each node; messages only flow inside a group.
+    group: Vec<u8>,
+    /// Every entry any node ever delivered, by seq.
+    global: BTreeMap<Seq, Entry>,
+    acked: HashMap<(NodeId, ReqId), Seq>,
+    refused: Vec<(NodeId, ReqId, Refusal)>,
+    proposed: HashSet<(NodeId, ReqId)>,
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, net: NetParams) -> Sim {
+        let nodes = (0..n)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[0] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                id[1..9].copy_from_slice(&seed.to_le_bytes());
+                SimNode {
+                    id: NodeId(id),
+                    machine: None,
+                    incarnation: 0,
+                    log: Vec::new(),
+                    applied: 0,
+                    apply_at: Vec::new(),
+                    started: false,
+                    crashed_ever: false,
+                    left: false,
+                    next_req: 0,
+                    open: HashSet::new(),
+                    resets: 0,
+                }
+            })
+            .collect();
+        Sim {
+            rng: StdRng::seed_from_u64(seed),
+            t0: Instant::now(),
+            now: 0,
+            net,
+            nodes,
+            queue: BTreeMap::new(),
+            ordinal: 0,
+            next_tick: 0,
+            group: vec![0; n],
+            global: BTreeMap::new(),
+            acked: HashMap::new(),
+            refused: Vec::new(),
+            proposed: HashSet::new(),
+        }
+    }
+
+    fn at(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.now)
+    }
+
+    fn info(&self, i: usize) -> MemberInfo {
+        MemberInfo {
+            id: self.nodes[i].id,
+            data_addrs: vec![],
+            capacity: 1 << 30,
+            incarnation: self.nodes[i].incarnation,
+        }
+    }
+
+    /// Starts (or restarts after a crash) node `i` with its stored log.
+    fn start(&mut self, i: usize) {
+        let inc = self.rng.gen::<u64>();
+        let now = self.at();
+        let node = &mut self.nodes[i];
+        node.incarnation = inc;
+        node.started = true;
+        node.next_req = 0;
+        node.open.clear();
+        node.applied = node.log.len() as u64;
+        node.apply_at.clear();
+        let info = self.info(i);
+        let restored = self.nodes[i].log.clone();
+        self.nodes[i].machine = Some(OrderNode::new(info, cfg(), restored, now));
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].machine = None;
+        self.nodes[i].crashed_ever = true;
+        self.nodes[i].apply_at.clear();
+    }
+
+    fn index(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn send(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        if from == to || self.group[from] != self.group[to] {
+            return;
+        }
+        if self.rng.gen_bool(self.net.loss) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(self.net.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.gen_range(1..=self.net.max_delay_ms);
+            self.ordinal += 1;
+            self.queue
+                .insert((self.now + delay, self.ordinal), (to, from, bytes.to_vec()));
+        }
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        let now = self.at();
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return;
+        };
+        let trace = std::env::var("ORDER_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(i);
+        if trace && !matches!(input, Input::Tick) {
+            eprintln!("{} node {i} <- {input:?}", self.now);
+        }
+        let outs = m.handle(now, input);
+        if trace {
+            for o in &outs {
+                let quiet = matches!(
+                    o,
+                    Output::Broadcast(Msg::Heartbeat(_)) | Output::Broadcast(Msg::Hello { .. })
+                );
+                if !quiet || std::env::var("ORDER_SIM_HB").is_ok() {
+                    eprintln!("{} node {i} -> {o:?}", self.now);
+                }
+            }
+        }
+        self.outputs(i, outs);
+    }
+
+    fn outputs(&mut self, i: usize, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Broadcast(msg) => {
+                    let bytes = codec::to_bytes(&msg, MAX_BROADCAST as u64)
+                        .expect("a broadcast fits MAX_BROADCAST");
+                    for j in 0..self.nodes.len() {
+                        self.send(i, j, &bytes);
+                    }
+                }
+                Output::Send { to, msg } => {
+                    let bytes = codec::to_bytes(&msg, 1 << 20).expect("a message encodes");
+                    if let Some(j) = self.index(to) {
+                        self.send(i, j, &bytes);
+                    }
+                }
+                Output::Deliver(e) => self.on_deliver(i, e),
+                Output::Reset => {
+                    let n = &mut self.nodes[i];
+                    n.log.clear();
+                    n.applied = 0;
+                    n.apply_at.clear();
+                    n.resets += 1;
+                }
+                Output::Acked { req, seq } => {
+                    let n = &mut self.nodes[i];
+                    assert!(n.open.remove(&req), "acked a proposal that was not open");
+                    let e = n
+                        .log
+                        .get(usize::try_from(seq).unwrap() - 1)
+                        .expect("acked entry delivered");
+                    assert!(
+                        matches!(&e.body, Body::App { origin, req: r, .. } if *origin == n.id && *r == req),
+                        "acked seq holds another entry"
+                    );
+                    let id = n.id;
+                    assert!(self.acked.insert((id, req), seq).is_none(), "acked twice");
+                }
+                Output::Refused { req, why } => {
+                    let n = &mut self.nodes[i];
+                    assert!(n.open.remove(&req), "refused a proposal that was not open");
+                    let id = n.id;
+                    self.refused.push((id, req, why));
+                }
+                Output::ViewChanged(v) => {
+                    let last = self.nodes[i].log.last().map(|e| e.epoch);
+                    assert_eq!(Some(v.epoch), last, "a new view comes with its entry");
+                }
+            }
+        }
+    }
+
+    fn on_deliver(&mut self, i: usize, e: Entry) {
+        let n = &mut self.nodes[i];
+        assert_eq!(e.seq, n.log.len() as u64 + 1, "deliveries are consecutive");
+        match self.global.get(&e.seq) {
+            Some(g) => assert_eq!(g, &e, "two nodes delivered different entries at one seq"),
+            None => {
+                self.global.insert(e.seq, e.clone());
+            }
+        }
+        let seq = e.seq;
+        n.log.push(e);
+        if self.net.slow_apply {
+            let d = self.rng.gen_range(0..200);
+            self.nodes[i].apply_at.push((self.now + d, seq));
+        } else {
+            self.nodes[i].apply_at.push((self.now, seq));
+        }
+    }
+
+    fn propose(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.machine.is_none() || n.left {
+            return;
+        }
+        n.next_req += 1;
+        let req = ReqId {
+            incarnation: n.incarnation,
+            n: n.next_req,
+        };
+        n.open.insert(req);
+        let id = n.id;
+        self.proposed.insert((id, req));
+        let cmd = format!("{id:?}/{}/{}", req.incarnation, req.n).into_bytes();
+        self.input(i, Input::Propose { req, cmd });
+    }
+
+    /// Advances the simulation by `ms`, proposing at random at `propose_rate` per step.
+    fn run(&mut self, ms: u64, propose_rate: f64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += STEP_MS;
+            // Messages due.
+            while let Some((&(at, ord), _)) = self.queue.iter().next() {
+                if at > self.now {
+                    break;
+                }
+                let Some((to, from, bytes)) = self.queue.remove(&(at, ord)) else {
+                    break;
+                };
+                if self.group[from] != self.group[to] {
+                    continue;
+                }
+                let msg: Msg = codec::from_bytes(&bytes, 1 << 20).expect("a message decodes");
+                let from_id = self.nodes[from].id;
+                self.input(to, Input::Recv { from: from_id, msg });
+            }
+            // Applications.
+            for i in 0..self.nodes.len() {
+                let now = self.now;
+                let node = &mut self.nodes[i];
+                let mut top = node.applied;
+                let mut keep = Vec::new();
+                // Applied in order: a later entry counts only once all before it are applied.
+                node.apply_at.sort_by_key(|(_, s)| *s);
+                let mut blocked = false;
+                for (t, s) in node.apply_at.drain(..) {
+                    if !blocked && t <= now && s == top + 1 {
+                        top = s;
+                    } else {
+                        blocked = true;
+                        keep.push((t, s));
+                    }
+                }
+                node.apply_at = keep;
+                if top > node.applied {
+                    node.applied = top;
+                    self.input(i, Input::Applied { seq: top });
+                }
+            }
+            if self.now >= self.next_tick {
+                self.next_tick += TICK_MS;
+                for i in 0..self.nodes.len() {
+                    self.input(i, Input::Tick);
+                }
+            }
+            if propose_rate > 0.0 && self.rng.gen_bool(propose_rate) {
+                let i = self.rng.gen_range(0..self.nodes.len());
+                if self.nodes[i]
+                    .machine
+                    .as_ref()
+                    .is_some_and(|m| m.is_member())
+                {
+                    self.propose(i);
+                }
+            }
+        }
+    }
+
+    /// Delivers every queued message and applies every delivered entry at once, over and over
+    /// until nothing moves, without advancing the clock or ticking: what happens here is driven
+    /// by the inputs alone, no timer of the machines can fire.
+    fn drain_frozen(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some((key, (to, from, bytes))) = self.queue.pop_first() {
+                let _ = key;
+                moved = true;
+                if self.group[from] != self.group[to] {
+                    continue;
+                }
+                let msg: Msg = codec::from_bytes(&bytes, 1 << 20).expect("a message decodes");
+                let from_id = self.nodes[from].id;
+                self.input(to, Input::Recv { from: from_id, msg });
+            }
+            for i in 0..self.nodes.len() {
+                let node = &mut self.nodes[i];
+                node.apply_at.clear();
+                let top = node.log.len() as u64;
+                if top > node.applied {
+                    node.applied = top;
+                    moved = true;
+                    self.input(i, Input::Applied { seq: top });
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Starts every node at a random time within `spread_ms`.
+    fn start_all(&mut self, spread_ms: u64) {
+        let mut when: Vec<(u64, usize)> = (0..self.nodes.len())
+            .map(|i| (self.rng.gen_range(0..=spread_ms), i))
+            .collect();
+        when.sort();
+        let base = self.now;
+        for (t, i) in when {
+            let dt = (base + t).saturating_sub(self.now);
+            if dt > 0 {
+                self.run(dt, 0.0);
+            }
+            self.start(i);
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].machine.is_some() && !self.nodes[*i].left)
+            .collect()
+    }
+
+    fn machine(&self, i: usize) -> &OrderNode {
+        self.nodes[i].machine.as_ref().expect("live node")
+    }
+
+    fn sequencer(&self) -> Option<usize> {
+        let live = self.live();
+        let id = live
+            .iter()
+            .find_map(|i| self.machine(*i).view().and_then(|v| v.sequencer))?;
+        self.index(id)
+    }
+
+    fn heal(&mut self) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// Whether every live node is a member with the same log and nothing is pending.
+    fn converged(&self) -> bool {
+        let live = self.live();
+        let Some(first) = live.first() else {
+            return true;
+        };
+        live.iter().all(|i| {
+            let m = self.machine(*i);
+            m.status() == Status::Member
+                && self.nodes[*i].log == self.nodes[*first].log
+                && m.view() == self.machine(*first).view()
+                && (self.nodes[*i].crashed_ever || self.nodes[*i].open.is_empty())
+        })
+    }
+
+    /// Quiet time until the live nodes converge (at most `max_ms`), then a little more.
+    fn settle(&mut self, max_ms: u64) {
+        let mut waited = 0;
+        while waited < max_ms && !self.converged() {
+            self.run(500, 0.0);
+            waited += 500;
+        }
+        self.run(500, 0.0);
+    }
+}
+
+/// Properties of a quiet, healed cluster:
+/// * (c) every live node is a member, with the same log, view and epoch log;
+/// * (b) every acknowledged proposal is in that log exactly once, and no proposal is twice;
+/// * (e) epochs grow by one per membership entry and the epoch log replays the log;
+/// * nothing was reset (the simulated logs never diverge);
+/// * every proposal of a node that never crashed was answered.
+fn check_final(sim: &Sim) {
+    let live = sim.live();
+    assert!(!live.is_empty());
+    let first = live[0];
+    let log = &sim.nodes[first].log;
+    let summary: Vec<String> = live
+        .iter()
+        .map(|i| {
+            let m = sim.machine(*i);
+            format!(
+                "node {i}: {:?} log {} seq {:?} open {} {m:?}",
+                m.status(),
+                sim.nodes[*i].log.len(),
+                m.sequencer(),
+                sim.nodes[*i].open.len(),
+            )
+        })
+        .collect();
+    let mut summary = summary.join("\n");
+    if std::env::var("ORDER_SIM").is_ok() {
+        for e in log {
+            let b = match &e.body {
+                Body::App { origin, .. } => format!("app from {}", origin.0[0]),
+                Body::Join(i) => format!("join {}", i.id.0[0]),
+                Body::Leave(id) => format!("leave {}", id.0[0]),
+                Body::Fail(id) => format!("fail {}", id.0[0]),
+            };
+            summary.push_str(&format!("\n  {} e{} {b}", e.seq, e.epoch));
+        }
+    }
+    for &i in &live {
+        let m = sim.machine(i);
+        assert_eq!(m.status(), Status::Member, "node {i}\n{summary}");
+        assert!(
+            &sim.nodes[i].log == log,
+            "node {i} has another log\n{summary}"
+        );
+        assert_eq!(m.delivered(), log.len() as u64);
+        assert!(
+            m.view() == sim.machine(first).view(),
+            "node {i} has another view\n{summary}"
+        );
+        assert_eq!(m.epoch_log(), sim.machine(first).epoch_log());
+        assert_eq!(sim.nodes[i].resets, 0, "node {i} was reset");
+    }
+    // The view holds exactly the live nodes.
+    let view = sim.machine(first).view().expect("a view");
+    let mut ids: Vec<NodeId> = view.members.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want: Vec<NodeId> = live.iter().map(|i| sim.nodes[*i].id).collect();
+    want.sort();
+    assert_eq!(ids, want, "the view is the live nodes");
+    // (b)
+    let mut in_log: HashMap<(NodeId, ReqId), Seq> = HashMap::new();
+    for e in log {
+        if let Body::App { origin, req, .. } = &e.body {
+            assert!(
+                in_log.insert((*origin, *req), e.seq).is_none(),
+                "a proposal is twice in the log"
+            );
+            assert!(sim.proposed.contains(&(*origin, *req)));
+        }
+    }
+    for (k, seq) in &sim.acked {
+        assert_eq!(
+            in_log.get(k),
+            Some(seq),
+            "acked proposal missing from the final log"
+        );
+    }
+    // (e)
+    let mut epoch = 0;
+    let mut views: Vec<View> = Vec::new();
+    let mut members: Vec<MemberInfo> = Vec::new();
+    for e in log {
+        match &e.body {
+            Body::App { .. } => {}
+            Body::Join(info) => {
+                epoch += 1;
+                members.retain(|m| m.id != info.id);
+                members.push(info.clone());
+            }
+            Body::Leave(id) | Body::Fail(id) => {
+                epoch += 1;
+                members.retain(|m| m.id != *id);
+            }
+        }
+        assert_eq!(e.epoch, epoch, "entry {} has a wrong epoch", e.seq);
+        if !matches!(e.body, Body::App { .. }) {
+            views.push(View {
+                epoch,
+                members: members.clone(),
+                sequencer: members.first().map(|m| m.id),
+            });
+        }
+    }
+    assert_eq!(sim.machine(first).epoch_log(), views);
+    for (i, v) in views.iter().enumerate() {
+        assert_eq!(v.epoch, i as u64 + 1);
+    }
+    // Liveness of proposals.
+    for &i in &live {
+        let n = &sim.nodes[i];
+        if !n.crashed_ever {
+            let where_: Vec<Option<Seq>> = n
+                .open
+                .iter()
+                .map(|r| in_log.get(&(n.id, *r)).copied())
+                .collect();
+            assert!(
+                n.open.is_empty(),
+                "node {i} has unanswered proposals {:?} at {where_:?}\n{summary}",
+                n.open
+            );
+        }
+    }
+}
+
+fn params(loss: u8, dup: u8, slow: bool) -> NetParams {
+    NetParams {
+        loss: f64::from(loss) / 100.0,
+        dup: f64::from(dup) / 100.0,
+        max_delay_ms: 30,
+        slow_apply: slow,
+    }
+}
+
+/// One chaos run: formation, then proposals with crashes (of any node, the sequencer too),
+/// partitions and clean leaves, then healing and quiet time, then [`check_final`].
+fn chaos(seed: u64, n: usize, net: NetParams, faults: &[u8]) {
+    let mut sim = Sim::new(seed, n, net);
+    sim.start_all(200);
+    sim.run(2_000, 0.0);
+    let mut left = 0;
+    for f in faults {
+        match f % 6 {
+            0 => sim.run(1_500, 0.2),
+            1 | 2 => {
+                // Crash a node (the sequencer when f is 1), restart it a little later.
+                let live = sim.live();
+                let victim = if *f % 6 == 1 {
+                    sim.sequencer().unwrap_or(live[0])
+                } else {
+                    live[sim.rng.gen_range(0..live.len())]
+                };
+                let wait = sim.rng.gen_range(0..300);
+                sim.run(wait, 0.2);
+                sim.crash(victim);
+                let down = sim.rng.gen_range(100..1_500);
+                sim.run(down, 0.2);
+                sim.start(victim);
+                sim.run(2_500, 0.2);
+            }
+            3 | 4 => {
+                // A partition: a minority (or exactly half) cut off for a while.
+                let live = sim.live();
+                let k = sim.rng.gen_range(1..=live.len() / 2);
+                let mut cut = live.clone();
+                for j in (1..cut.len()).rev() {
+                    let r = sim.rng.gen_range(0..=j);
+                    cut.swap(j, r);
+                }
+                for &i in &cut[..k] {
+                    sim.group[i] = 1;
+                }
+                let dur = sim.rng.gen_range(200..2_000);
+                sim.run(dur, 0.2);
+                sim.heal();
+                sim.run(3_000, 0.2);
+            }
+            _ => {
+                // A clean leave (maybe of the sequencer), while enough nodes remain.
+                let live = sim.live();
+                if live.len() > 3 && left < 2 {
+                    let i = if sim.rng.gen_bool(0.5) {
+                        sim.sequencer().unwrap_or(live[0])
+                    } else {
+                        live[sim.rng.gen_range(0..live.len())]
+                    };
+                    sim.input(i, Input::Leave);
+                    let mut st = None;
+                    for _ in 0..10 {
+                        sim.run(500, 0.2);
+                        st = sim.nodes[i].machine.as_ref().map(|m| m.status());
+                        if st == Some(Status::Left) {
+                            break;
+                        }
+                    }
+                    assert_eq!(st, Some(Status::Left), "a leaving node is done");
+                    sim.nodes[i].left = true;
+                    left += 1;
+                }
+                sim.run(1_000, 0.2);
+            }
+        }
+    }
+    sim.heal();
+    sim.run(1_000, 0.1);
+    sim.settle(15_000);
+    check_final(&sim);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// (a)–(e) under loss, duplication, reordering, crashes, partitions and leaves.
+    #[test]
+    fn chaos_keeps_one_history(
+        seed in any::<u64>(),
+        n in 3usize..=7,
+        loss in 0u8..=20,
+        dup in 0u8..=10,
+        slow in any::<bool>(),
+        faults in proptest::collection::vec(any::<u8>(), 1..=4),
+    ) {
+        chaos(seed, n, params(loss, dup, slow), &faults);
+    }
+
+    /// (f) Three nodes started together, with random discovery times, form one cluster.
+    #[test]
+    fn three_starting_nodes_form_one_cluster(
+        seed in any::<u64>(),
+        spread in 0u64..=250,
+        loss in 0u8..=20,
+    ) {
+        let mut sim = Sim::new(seed, 3, params(loss, 5, false));
+        sim.start_all(spread);
+        sim.run(3_000, 0.0);
+        sim.run(1_000, 0.2);
+        sim.settle(10_000);
+        check_final(&sim);
+        prop_assert_eq!(sim.machine(0).view().map(|v| v.members.len()), Some(3));
+    }
+}
+
+/// A proposal goes all the way round (entries, acks, commit, application everywhere, reports of
+/// what was applied, acknowledgement) on the inputs alone: with the clock standing still no
+/// heartbeat or other timer fires, so nothing of it waits for one. The driver's latency is then
+/// that of the network.
+#[test]
+fn a_proposal_is_acknowledged_without_waiting_for_any_timer() {
+    let mut sim = Sim::new(13, 3, params(0, 0, false));
+    sim.start_all(0);
+    sim.run(2_000, 0.0);
+    sim.settle(10_000);
+    assert!(sim.converged());
+    let s = sim.sequencer().expect("a sequencer");
+    // The clock stops here. One tick now, so that every periodic heartbeat has just gone.
+    for i in 0..3 {
+        sim.input(i, Input::Tick);
+    }
+    sim.drain_frozen();
+    for proposer in [s, (s + 1) % 3, (s + 2) % 3] {
+        let before = sim.acked.len();
+        sim.propose(proposer);
+        sim.drain_frozen();
+        assert_eq!(
+            sim.acked.len(),
+            before + 1,
+            "proposal of node {proposer} not acknowledged"
+        );
+        assert!(sim.nodes[proposer].open.is_empty());
+        let last = sim.nodes[s].log.len();
+        assert!(sim
+            .nodes
+            .iter()
+            .all(|n| n.log.len() == last && n.applied == last as u64));
+    }
+}
+
+#[test]
+fn a_crashed_sequencer_is_replaced_and_rejoins() {
+    let mut sim = Sim::new(7, 5, params(10, 5, true));
+    sim.start_all(100);
+    sim.run(2_000, 0.3);
+    let s = sim.sequencer().expect("a sequencer");
+    sim.crash(s);
+    sim.run(3_000, 0.3);
+    let s2 = sim.sequencer().expect("a new sequencer");
+    assert_ne!(s, s2);
+    sim.start(s);
+    sim.run(3_000, 0.3);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert!(!sim.acked.is_empty());
+}
+
+#[test]
+fn the_minority_side_stops_and_rejoins_after_healing() {
+    let mut sim = Sim::new(11, 5, params(5, 0, false));
+    sim.start_all(50);
+    sim.run(2_000, 0.3);
+    let s = sim.sequencer().expect("a sequencer");
+    // The sequencer and one other node on the minority side.
+    let other = (s + 1) % 5;
+    sim.group[s] = 1;
+    sim.group[other] = 1;
+    sim.run(2_000, 0.3);
+    assert_eq!(sim.machine(s).status(), Status::NoQuorum);
+    // Its proposals are refused once they waited a failure timeout.
+    sim.propose(s);
+    sim.run(1_000, 0.0);
+    assert!(sim
+        .refused
+        .iter()
+        .any(|(id, _, why)| *id == sim.nodes[s].id && *why == Refusal::NoQuorum));
+    let majority = (0..5).find(|i| sim.group[*i] == 0).expect("majority");
+    assert_eq!(sim.machine(majority).status(), Status::Member);
+    sim.heal();
+    sim.run(4_000, 0.2);
+    sim.settle(10_000);
+    check_final(&sim);
+}
+
+#[test]
+fn the_sequencer_leaves_and_the_next_takes_over() {
+    let mut sim = Sim::new(3, 4, params(0, 0, false));
+    sim.start_all(0);
+    sim.run(2_000, 0.3);
+    let s = sim.sequencer().expect("a sequencer");
+    sim.input(s, Input::Leave);
+    // Faster than a failure timeout: no view-change timeout is waited for.
+    sim.run(300, 0.0);
+    assert_eq!(sim.machine(s).status(), Status::Left);
+    sim.nodes[s].left = true;
+    sim.run(200, 0.0);
+    let s2 = sim.sequencer().expect("a new sequencer");
+    assert_ne!(s, s2);
+    let before = sim.acked.len();
+    sim.run(2_000, 0.3);
+    assert!(sim.acked.len() > before);
+    sim.settle(10_000);
+    check_final(&sim);
+}
+
+#[test]
+fn a_whole_cluster_restarts_from_its_stored_logs() {
+    let mut sim = Sim::new(5, 3, params(5, 5, false));
+    sim.start_all(100);
+    sim.run(2_000, 0.3);
+    sim.run(1_000, 0.0);
+    for i in 0..3 {
+        sim.crash(i);
+    }
+    let logs: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    sim.run(500, 0.0);
+    for i in 0..3 {
+        sim.start(i);
+    }
+    sim.run(3_000, 0.0);
+    sim.run(2_000, 0.3);
+    sim.run(2_000, 0.0);
+    for (i, l) in logs.iter().enumerate() {
+        assert!(sim.nodes[i].log.len() >= *l);
+    }
+    check_final(&sim);
+}
+
+#[test]
+fn a_node_alone_forms_a_cluster_at_once_with_bootstrap() {
+    let t0 = Instant::now();
+    let info = MemberInfo {
+        id: NodeId([1; 16]),
+        data_addrs: vec![],
+        capacity: 1,
+        incarnation: 1,
+    };
+    let mut n = OrderNode::new(info.clone(), cfg(), vec![], t0);
+    let out = n.bootstrap(t0);
+    assert_eq!(n.status(), Status::Member);
+    let log: Vec<Entry> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Deliver(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(log.len(), 1);
+    // Restarted alone with its log, it resumes without delivering it again.
+    let info2 = MemberInfo {
+        incarnation: 2,
+        ..info
+    };
+    let mut n2 = OrderNode::new(info2, cfg(), log, t0);
+    let out = n2.bootstrap(t0);
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Deliver(e) if e.seq == 1)));
+    assert_eq!(n2.status(), Status::Member);
+    assert_eq!(n2.delivered(), 1);
+}
+
+/// Replays one chaos case: `ORDER_SIM="seed n loss dup slow fault..."` (for debugging).
+#[test]
+fn replay_one_chaos_case() {
+    let Ok(spec) = std::env::var("ORDER_SIM") else {
+        return;
+    };
+    let v: Vec<u64> = spec
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert!(v.len() >= 6, "ORDER_SIM=\"seed n loss dup slow fault...\"");
+    let faults: Vec<u8> = v[5..]
+        .iter()
+        .map(|f| u8::try_from(*f).unwrap_or(0))
+        .collect();
+    chaos(
+        v[0],
+        usize::try_from(v[1]).unwrap_or(3),
+        params(
+            u8::try_from(v[2]).unwrap_or(0),
+            u8::try_from(v[3]).unwrap_or(0),
+            v[4] != 0,
+        ),
+        &faults,
+    );
+}
