@@ -179,6 +179,7 @@ pub fn spawn_apply_loop(
                     }
                     Delivery::Reset => {
                         error!("the cluster's history differs from ours: starting over from it");
+                        members.lock().members.clear();
                         pool.reset();
                     }
                 }

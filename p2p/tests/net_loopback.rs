@@ -301,10 +301,12 @@ fn measure(n: &Node, count: usize) -> (Duration, Duration) {
     (lat[lat.len() / 2], lat[(lat.len() * 99).div_ceil(100) - 1])
 }
 
-/// `cargo test -p sheep-p2p --test net_loopback -- --ignored --nocapture propose_latency`
+/// Proposals made one after the other on one node, then on the sequencer and on another member
+/// of three, are all acknowledged and applied on every node in one order. Prints the latency
+/// (a figure for the notes, not a check): `cargo test -p sheep-p2p --test net_loopback --
+/// --nocapture sequential_proposals`.
 #[test]
-#[ignore = "measurement, not a check"]
-fn propose_latency() {
+fn sequential_proposals_are_acknowledged_and_applied_everywhere() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -331,6 +333,17 @@ fn propose_latency() {
     println!("3 nodes, from the sequencer: propose median {m:?}, p99 {p:?}");
     let (m, p) = measure(&b, 200);
     println!("3 nodes, from another member: propose median {m:?}, p99 {p:?}");
+    let want: Vec<Vec<u8>> = (0..3)
+        .flat_map(|_| (0..200).map(|k| format!("lat{k}").into_bytes()))
+        .collect();
+    wait_until("every node to apply all 600 proposals", T, || {
+        [&a, &b, &c]
+            .iter()
+            .all(|n| n.app_cmds().len() >= want.len())
+    });
+    for n in [&a, &b, &c] {
+        assert_eq!(n.app_cmds(), want);
+    }
     for n in [a, b, c] {
         n.stop(false);
     }

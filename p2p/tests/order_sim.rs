@@ -74,8 +74,11 @@ struct Sim {
     next_tick: u64,
     /// Partition group of each node; messages only flow inside a group.
     group: Vec<u8>,
-    /// Every entry any node ever delivered, by seq.
-    global: BTreeMap<Seq, Entry>,
+    /// Every entry any node ever delivered, by (hash of the first entry of its log, seq): one
+    /// history per cluster (clusters formed apart differ from seq 1 on).
+    global: BTreeMap<(u64, Seq), Entry>,
+    /// Whether nodes may have been reset (clusters formed apart and merged).
+    merging: bool,
     acked: HashMap<(NodeId, ReqId), Seq>,
     refused: Vec<(NodeId, ReqId, Refusal)>,
     proposed: HashSet<(NodeId, ReqId)>,
@@ -118,6 +121,7 @@ impl Sim {
             acked: HashMap::new(),
             refused: Vec::new(),
             proposed: HashSet::new(),
+            merging: false,
         }
     }
 
@@ -148,6 +152,16 @@ impl Sim {
         let info = self.info(i);
         let restored = self.nodes[i].log.clone();
         self.nodes[i].machine = Some(OrderNode::new(info, cfg(), restored, now));
+    }
+
+    /// `bootstrap()` on node `i`: it forms a cluster of its own at once.
+    fn bootstrap(&mut self, i: usize) {
+        let now = self.at();
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return;
+        };
+        let outs = m.bootstrap(now);
+        self.outputs(i, outs);
     }
 
     fn crash(&mut self, i: usize) {
@@ -262,10 +276,11 @@ impl Sim {
     fn on_deliver(&mut self, i: usize, e: Entry) {
         let n = &mut self.nodes[i];
         assert_eq!(e.seq, n.log.len() as u64 + 1, "deliveries are consecutive");
-        match self.global.get(&e.seq) {
+        let cluster = n.log.first().map_or(e.hash, |f| f.hash);
+        match self.global.get(&(cluster, e.seq)) {
             Some(g) => assert_eq!(g, &e, "two nodes delivered different entries at one seq"),
             None => {
-                self.global.insert(e.seq, e.clone());
+                self.global.insert((cluster, e.seq), e.clone());
             }
         }
         let seq = e.seq;
@@ -457,7 +472,8 @@ impl Sim {
 /// * (c) every live node is a member, with the same log, view and epoch log;
 /// * (b) every acknowledged proposal is in that log exactly once, and no proposal is twice;
 /// * (e) epochs grow by one per membership entry and the epoch log replays the log;
-/// * nothing was reset (the simulated logs never diverge);
+/// * nothing was reset (the simulated logs never diverge), unless clusters formed apart merged
+///   (`sim.merging`);
 /// * every proposal of a node that never crashed was answered.
 fn check_final(sim: &Sim) {
     let live = sim.live();
@@ -502,7 +518,9 @@ fn check_final(sim: &Sim) {
             "node {i} has another view\n{summary}"
         );
         assert_eq!(m.epoch_log(), sim.machine(first).epoch_log());
-        assert_eq!(sim.nodes[i].resets, 0, "node {i} was reset");
+        if !sim.merging {
+            assert_eq!(sim.nodes[i].resets, 0, "node {i} was reset");
+        }
     }
     // The view holds exactly the live nodes.
     let view = sim.machine(first).view().expect("a view");
@@ -588,10 +606,23 @@ fn params(loss: u8, dup: u8, slow: bool) -> NetParams {
 
 /// One chaos run: formation, then proposals with crashes (of any node, the sequencer too),
 /// partitions and clean leaves, then healing and quiet time, then [`check_final`].
-fn chaos(seed: u64, n: usize, net: NetParams, faults: &[u8]) {
+///
+/// `split`: the nodes start in up to three groups that cannot hear each other, so each group
+/// forms a cluster of its own; the groups are joined after that and the clusters must merge.
+fn chaos(seed: u64, n: usize, net: NetParams, split: bool, faults: &[u8]) {
     let mut sim = Sim::new(seed, n, net);
+    if split {
+        sim.merging = true;
+        for i in 0..n {
+            sim.group[i] = sim.rng.gen_range(0..3);
+        }
+    }
     sim.start_all(200);
     sim.run(2_000, 0.0);
+    if split {
+        sim.heal();
+        sim.run(2_000, 0.0);
+    }
     let mut left = 0;
     for f in faults {
         match f % 6 {
@@ -672,9 +703,10 @@ proptest! {
         loss in 0u8..=20,
         dup in 0u8..=10,
         slow in any::<bool>(),
+        split in proptest::bool::weighted(0.25),
         faults in proptest::collection::vec(any::<u8>(), 1..=4),
     ) {
-        chaos(seed, n, params(loss, dup, slow), &faults);
+        chaos(seed, n, params(loss, dup, slow), split, &faults);
     }
 
     /// (f) Three nodes started together, with random discovery times, form one cluster.
@@ -851,7 +883,112 @@ fn a_node_alone_forms_a_cluster_at_once_with_bootstrap() {
     assert_eq!(n2.delivered(), 1);
 }
 
-/// Replays one chaos case: `ORDER_SIM="seed n loss dup slow fault..."` (for debugging).
+/// Starts `n` nodes, each cut off from the others, and has each form a cluster of its own with
+/// `bootstrap()`; `data[i]`: proposals node `i` makes (and has applied) while alone. Then the
+/// network is joined.
+fn apart_then_joined(seed: u64, n: usize, loss: u8, data: &[usize]) -> Sim {
+    let mut sim = Sim::new(seed, n, params(loss, 5, false));
+    sim.merging = true;
+    for i in 0..n {
+        sim.group[i] = u8::try_from(i).unwrap_or(u8::MAX);
+        sim.start(i);
+        sim.bootstrap(i);
+        assert_eq!(sim.machine(i).status(), Status::Member);
+    }
+    for (i, k) in data.iter().enumerate() {
+        for _ in 0..*k {
+            sim.propose(i);
+        }
+    }
+    sim.run(500, 0.0);
+    for i in 0..n {
+        assert_eq!(sim.machine(i).view().map(|v| v.members.len()), Some(1));
+        assert!(sim.nodes[i].open.is_empty(), "node {i}: proposals answered");
+    }
+    let ids: HashSet<_> = (0..n).map(|i| sim.machine(i).cluster_id()).collect();
+    assert_eq!(ids.len(), n, "{n} clusters apart");
+    sim.heal();
+    sim
+}
+
+/// Two nodes that each formed a cluster alone (they did not hear each other in time) end up as
+/// one cluster of two with one log: the cluster of the lower founder is preferred, the other
+/// one (empty) dissolves into it, and only its node is reset.
+#[test]
+fn two_clusters_formed_apart_merge_into_one() {
+    let mut sim = apart_then_joined(21, 2, 0, &[]);
+    let winner = sim.machine(0).cluster_id();
+    sim.run(2_000, 0.0);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert_eq!(sim.machine(0).view().map(|v| v.members.len()), Some(2));
+    assert_eq!(sim.machine(1).cluster_id(), winner);
+    assert_eq!(
+        sim.nodes[0].resets, 0,
+        "the preferred cluster never dissolves"
+    );
+    assert_eq!(sim.nodes[1].resets, 1);
+    // And it orders.
+    sim.run(1_000, 0.3);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert!(!sim.acked.is_empty());
+}
+
+/// Three one-member clusters merge into one (with loss), and no node is reset more than needed:
+/// the lowest founder's cluster is never given up.
+#[test]
+fn three_clusters_formed_apart_merge_into_one() {
+    for seed in [1u64, 2, 3] {
+        let mut sim = apart_then_joined(seed, 3, 10, &[]);
+        let winner = sim.machine(0).cluster_id();
+        sim.run(2_000, 0.0);
+        sim.settle(10_000);
+        check_final(&sim);
+        assert_eq!(sim.machine(0).view().map(|v| v.members.len()), Some(3));
+        for i in 0..3 {
+            assert_eq!(sim.machine(i).cluster_id(), winner);
+        }
+        assert_eq!(sim.nodes[0].resets, 0);
+        sim.run(1_000, 0.3);
+        sim.settle(10_000);
+        check_final(&sim);
+    }
+}
+
+/// A cluster that holds data never dissolves, even into the cluster of a lower founder: the
+/// empty one joins it instead, and the data is kept (and reaches the node that joined).
+#[test]
+fn a_cluster_with_data_never_dissolves_into_an_empty_one() {
+    let mut sim = apart_then_joined(33, 3, 5, &[0, 2, 0]);
+    let winner = sim.machine(1).cluster_id();
+    let data: Vec<Entry> = sim.nodes[1].log.clone();
+    assert!(data.iter().any(|e| matches!(e.body, Body::App { .. })));
+    sim.run(2_000, 0.0);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert_eq!(sim.nodes[1].resets, 0, "the cluster with data was kept");
+    for i in 0..3 {
+        assert_eq!(sim.machine(i).cluster_id(), winner);
+        assert_eq!(&sim.nodes[i].log[..data.len()], &data[..]);
+    }
+    assert_eq!(sim.machine(0).view().map(|v| v.members.len()), Some(3));
+}
+
+/// Two clusters that both hold data stay apart (nothing is thrown away); each keeps working.
+#[test]
+fn two_clusters_with_data_stay_apart() {
+    let mut sim = apart_then_joined(44, 2, 0, &[1, 1]);
+    sim.run(3_000, 0.0);
+    assert_ne!(sim.machine(0).cluster_id(), sim.machine(1).cluster_id());
+    for i in 0..2 {
+        assert_eq!(sim.nodes[i].resets, 0);
+        assert_eq!(sim.machine(i).status(), Status::Member);
+        assert_eq!(sim.machine(i).view().map(|v| v.members.len()), Some(1));
+    }
+}
+
+/// Replays one chaos case: `ORDER_SIM="seed n loss dup slow split fault..."` (for debugging).
 #[test]
 fn replay_one_chaos_case() {
     let Ok(spec) = std::env::var("ORDER_SIM") else {
@@ -861,8 +998,11 @@ fn replay_one_chaos_case() {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    assert!(v.len() >= 6, "ORDER_SIM=\"seed n loss dup slow fault...\"");
-    let faults: Vec<u8> = v[5..]
+    assert!(
+        v.len() >= 7,
+        "ORDER_SIM=\"seed n loss dup slow split fault...\""
+    );
+    let faults: Vec<u8> = v[6..]
         .iter()
         .map(|f| u8::try_from(*f).unwrap_or(0))
         .collect();
@@ -874,6 +1014,7 @@ fn replay_one_chaos_case() {
             u8::try_from(v[3]).unwrap_or(0),
             v[4] != 0,
         ),
+        v[5] != 0,
         &faults,
     );
 }

@@ -216,9 +216,12 @@ fn an_image_a_vm_holds_on_one_host_is_refused_on_the_others_until_it_stops() {
     if !require(&["ip", "nsenter", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
-    let net = Net::new(2);
+    // Three hosts: when one fails, the other two are a majority and go on.
+    let net = Net::new(3);
     let hosts = Host::start_all(&net, &[]);
-    hosts[1].wait_members(2);
+    for h in &hosts {
+        h.wait_members(3);
+    }
     hosts[0].must_dog(&["vdi", "create", "vm0", "16M"]);
     let vm = vm_holding(&hosts[0].path("vm0"));
     let other = hosts[1].path("vm0");
@@ -239,6 +242,69 @@ fn an_image_a_vm_holds_on_one_host_is_refused_on_the_others_until_it_stops() {
     wait_until(Duration::from_secs(10), "the VM's locks to go", || {
         run("qemu-io", &args).status.success()
     });
+    // A host that fails takes its locks with it.
+    let _vm = vm_holding(&hosts[0].path("vm0"));
+    assert!(
+        !run("qemu-io", &args).status.success(),
+        "the lock is back on host 0"
+    );
+    let mut hosts = hosts;
+    hosts[0].kill9();
+    wait_until(
+        Duration::from_secs(20),
+        "the failed host's locks to go",
+        || run("qemu-io", &args).status.success(),
+    );
+}
+
+#[test]
+fn fewer_hosts_than_copies_is_degraded_until_a_host_joins() {
+    if !require(TOOLS) {
+        return;
+    }
+    let mut net = Net::new(2);
+    let mut hosts = Host::start_all(&net, &[]);
+    for h in &hosts {
+        h.wait_members(2);
+    }
+    let info = |h: &Host| -> Value {
+        serde_json::from_str(&h.must_dog(&["cluster", "info", "--json"])).expect("json")
+    };
+    let redundancy = info(&hosts[0])["redundancy"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(redundancy.contains("degraded"), "{redundancy}");
+    hosts[0].must_dog(&["vdi", "create", "vm0", "64M"]);
+    let writes: Vec<String> = (0..16u64)
+        .map(|k| format!("write -P 9 {} 64k", k * 4 * MIB))
+        .collect();
+    qemu_io_all(&hosts[0].path("vm0"), true, &writes);
+    let held = |hosts: &[Host]| -> Vec<u64> {
+        hosts
+            .iter()
+            .map(|h| info(h)["rebalance"]["objects"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    // Two hosts for three copies: both hold every object.
+    assert_eq!(held(&hosts), vec![16, 16]);
+    let i = net.add_host();
+    hosts.push(Host::start(&net, i, &[]));
+    for h in &hosts {
+        h.wait_members(3);
+    }
+    wait_until(Duration::from_secs(60), "the third copies", || {
+        held(&hosts) == vec![16, 16, 16]
+    });
+    let redundancy = info(&hosts[2])["redundancy"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(redundancy, "3 copies");
+    let reads: Vec<String> = (0..16u64)
+        .map(|k| format!("read -P 9 {} 64k", k * 4 * MIB))
+        .collect();
+    qemu_io_all(&hosts[2].path("vm0"), true, &reads);
 }
 
 #[test]

@@ -148,6 +148,13 @@ impl LockTable {
         });
     }
 
+    /// True if any lock is held on `node`.
+    pub fn held_by(&self, node: NodeId) -> bool {
+        self.by_ino
+            .values()
+            .any(|locks| locks.iter().any(|l| l.owner.node == node))
+    }
+
     /// Drops every lock of a deleted VDI.
     pub fn forget(&mut self, ino: u64) {
         self.by_ino.remove(&ino);

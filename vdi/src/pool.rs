@@ -165,7 +165,17 @@ impl Pool {
     /// Releases what this host's previous run held (call once at start, after the replay
     /// and, in a cluster, once this host is a member again).
     pub fn restarted(&self) -> Result<()> {
-        self.submit(Cmd::Restarted { node: self.me }).map(|_| ())
+        let me = self.me;
+        let held = self.vdis.read().values().any(|v| {
+            let i = v.inner.lock();
+            i.owner == Some(me) || i.opened.contains(&me)
+        }) || self.locks.lock().held_by(me);
+        if !held {
+            // Nothing to release: no log entry (an empty cluster stays empty, so it may still
+            // merge into another one).
+            return Ok(());
+        }
+        self.submit(Cmd::Restarted { node: me }).map(|_| ())
     }
 
     /// Forgets every VDI (the cluster's history replaced ours; it is delivered again).

@@ -107,7 +107,13 @@ pub(crate) struct Driver {
     fatal: Option<String>,
     published: Option<(Status, Seq, Option<u64>, usize)>,
     peers_dirty: bool,
+    /// Peers heard of (mDNS, hello) with their addresses and when to dial them again while
+    /// they are not connected (mDNS reports a peer once per record lifetime).
+    heard: HashMap<PeerId, (Vec<Multiaddr>, Instant)>,
 }
+
+/// How often a heard-of peer that is not connected is dialled again.
+const REDIAL_HEARD: Duration = Duration::from_secs(1);
 
 fn net_err(e: impl std::fmt::Display) -> Error {
     Error::Net(e.to_string())
@@ -174,7 +180,7 @@ impl Driver {
                     let ping = ping::Behaviour::new(ping::Config::new());
                     let mdns = if mdns_on {
                         let mcfg = mdns::Config {
-                            query_interval: Duration::from_secs(30),
+                            query_interval: Duration::from_secs(5),
                             ..mdns::Config::default()
                         };
                         Some(mdns::tokio::Behaviour::new(
@@ -268,6 +274,7 @@ impl Driver {
             fatal: None,
             published: None,
             peers_dirty: true,
+            heard: HashMap::new(),
         })
     }
 
@@ -322,6 +329,7 @@ impl Driver {
     fn on_tick(&mut self) {
         self.step(Input::Tick);
         self.redial();
+        self.redial_heard();
         let now = Instant::now();
         if now >= self.next_hello {
             self.next_hello = now + HELLO_EVERY;
@@ -561,7 +569,10 @@ impl Driver {
             if d.connected.is_some() || d.dialing || now < d.next_try {
                 continue;
             }
-            let opts = DialOpts::unknown_peer_id().address(d.addr.clone()).build();
+            let opts = DialOpts::unknown_peer_id()
+                .address(d.addr.clone())
+                .allocate_new_port()
+                .build();
             let cid = opts.connection_id();
             match self.swarm.dial(opts) {
                 Ok(()) => {
@@ -577,6 +588,21 @@ impl Driver {
         }
     }
 
+    /// Dials again the peers heard of that are not connected (a dial can fail, for example when
+    /// both sides dial at once).
+    fn redial_heard(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .heard
+            .iter()
+            .filter(|(p, (_, at))| now >= *at && !self.swarm.is_connected(p))
+            .map(|(p, (a, _))| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in due {
+            self.dial_peer(peer, addrs);
+        }
+    }
+
     /// Dials a peer we heard of (mDNS, hello) unless connected or known foreign.
     fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         if peer == *self.swarm.local_peer_id()
@@ -589,10 +615,16 @@ impl Driver {
         for a in &addrs {
             self.swarm.add_peer_address(peer, a.clone());
         }
+        // A fresh local port: dialling from the listening port (libp2p's default) makes two
+        // hosts that dial each other at once a TCP simultaneous open — one connection on which
+        // both start the noise handshake as initiator, and it fails.
         let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
+            .addresses(addrs.clone())
             .condition(PeerCondition::DisconnectedAndNotDialing)
+            .allocate_new_port()
             .build();
+        self.heard
+            .insert(peer, (addrs, Instant::now() + REDIAL_HEARD));
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "dial failed");
         }

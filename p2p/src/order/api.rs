@@ -97,7 +97,7 @@ impl Default for Config {
         Config {
             heartbeat: Duration::from_millis(250),
             failure_timeout: Duration::from_secs(3),
-            discovery_window: Duration::from_millis(1500),
+            discovery_window: Duration::from_millis(3000),
         }
     }
 }

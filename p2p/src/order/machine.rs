@@ -34,6 +34,23 @@
 //! `failure_timeout` if they were never handed to a sequencer. A proposal already handed to a
 //! sequencer is never refused (it might be in the log): it is retried with the same id until
 //! acknowledged.
+//!
+//! # Merging clusters formed apart
+//!
+//! Nodes that did not hear each other within the discovery window form separate clusters of
+//! the same name. Each has an identity, [`ClusterId`] (founder and hash of the first entry),
+//! carried in heartbeats with whether its committed log holds an application entry. A member
+//! that hears a member of another cluster applies [`preferred`] (data beats no data, then the
+//! lower identity): if the other one is preferred and ours holds no application entry
+//! (committed or pending), it *dissolves*: [`Output::Reset`], log and ballots dropped, and it
+//! joins the other cluster through its sequencer like a new node (catching up from seq 1).
+//! Every member decides for itself, so a member that lags only churns. The rule's inputs are
+//! immutable or monotonic, so two clusters never dissolve into each other; two clusters with
+//! data never merge (an error is logged once). A dissolving node's proposals were never
+//! ordered (there is no application entry to lose): they are re-sent with the same ids once
+//! it is a member of the new cluster. It does not dissolve while a proposal it handed to
+//! another member is unanswered (that member might still order it), unless that member was
+//! heard in another cluster since.
 
 use super::api::{
     Body, Config, Entry, Epoch, Input, MemberInfo, Output, Refusal, ReqId, Seq, Status, View,
@@ -61,6 +78,43 @@ pub struct Ballot {
     pub n: u64,
     /// The member that leads (sequences in) this round.
     pub leader: NodeId,
+}
+
+/// The identity of a cluster: its founder and the hash of its first entry (the founder's
+/// `Join`, which holds its incarnation). Every member of a cluster computes the same one from
+/// its log; two clusters formed apart never share it.
+///
+/// The derived order (founder first) is the tie-break of the merge rule: between two clusters
+/// without application data, the lower one is preferred (see [`OrderNode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterId {
+    /// The node whose `Join` is the first entry.
+    pub founder: NodeId,
+    /// The running hash of the first entry.
+    pub hash: u64,
+}
+
+impl ClusterId {
+    /// The identity of the cluster whose log starts with `first`.
+    pub fn of(first: &Entry) -> ClusterId {
+        let founder = match &first.body {
+            Body::Join(info) => info.id,
+            Body::Leave(id) | Body::Fail(id) => *id,
+            Body::App { origin, .. } => *origin,
+        };
+        ClusterId {
+            founder,
+            hash: first.hash,
+        }
+    }
+}
+
+/// The merge rule: whether cluster `a` (with application data or not) is preferred to `b`.
+/// A cluster with data beats one without; otherwise the lower [`ClusterId`] wins. Both inputs
+/// are immutable or monotonic (a committed `App` entry is never taken back), so two clusters
+/// can never each prefer the other.
+pub fn preferred(a: (bool, ClusterId), b: (bool, ClusterId)) -> bool {
+    (a.0 && !b.0) || (a.0 == b.0 && a.1 < b.1)
 }
 
 impl Ballot {
@@ -97,6 +151,10 @@ pub struct Heartbeat {
     /// From a sequencer that resumed a stopped cluster (every member restarted): the other
     /// members of its view may resume their membership instead of joining again.
     pub resume: bool,
+    /// The identity of the sender's log (`None` when it holds none).
+    pub cluster: Option<ClusterId>,
+    /// Whether the sender's committed log holds an application entry.
+    pub data: bool,
 }
 
 /// A message between two order machines.
@@ -158,6 +216,8 @@ pub enum Msg {
     },
     /// Entries from the `from` of a [`Msg::SyncReq`]; also the announcement of a new sequencer.
     SyncReply {
+        /// The identity of the sender's log (a joiner ignores replies of another cluster).
+        cluster: Option<ClusterId>,
         /// Set when the sender is the sequencer of this ballot and `entries` include its tail.
         ballot: Option<Ballot>,
         /// The sender's commit point: entries up to it are committed.
@@ -220,6 +280,10 @@ struct HelloSeen {
 
 #[derive(Clone, Debug)]
 struct ClusterSeen {
+    /// Its identity (`None` if not known).
+    id: Option<ClusterId>,
+    /// Whether it holds application data.
+    data: bool,
     sequencer: NodeId,
     ballot: Ballot,
     commit: Seq,
@@ -304,6 +368,12 @@ pub struct OrderNode {
     /// When the leader of `promised` was last heard acting as the sequencer (or the ballot
     /// was first heard of).
     leader_heard: Option<(Ballot, Instant)>,
+    /// Whether `log` holds an application entry (then this cluster never dissolves).
+    has_app: bool,
+    /// Nodes heard as members of another cluster than ours (see [`OrderNode::dissolve`]).
+    moved: HashMap<NodeId, ClusterId>,
+    /// The other cluster with data we already warned about.
+    warned: Option<ClusterId>,
 }
 
 impl std::fmt::Debug for OrderNode {
@@ -476,6 +546,9 @@ impl OrderNode {
             resume_epoch: None,
             known_commit: None,
             leader_heard: None,
+            has_app: false,
+            moved: HashMap::new(),
+            warned: None,
         };
         for e in restored {
             if e.seq != n.delivered() + 1 {
@@ -546,6 +619,11 @@ impl OrderNode {
     /// The highest entry delivered (including the restored ones).
     pub fn delivered(&self) -> Seq {
         self.log.last().map_or(0, |e| e.seq)
+    }
+
+    /// The identity of the cluster of our log (`None` while it is empty).
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.log.first().map(ClusterId::of)
     }
 
     /// Every view in the history, oldest first.
@@ -664,6 +742,8 @@ impl OrderNode {
             applied: self.applied,
             stable: if self.is_seq() { self.stable } else { 0 },
             resume: self.is_seq() && self.resume_epoch == Some(self.epoch()),
+            cluster: self.cluster_id(),
+            data: self.has_app,
         })
     }
 
@@ -672,6 +752,7 @@ impl OrderNode {
         match &e.body {
             Body::App { origin, req, .. } => {
                 self.seen.insert((*origin, *req), e.seq);
+                self.has_app = true;
             }
             body => {
                 let mut members = self.members().to_vec();
@@ -778,6 +859,8 @@ impl OrderNode {
             self.phase = Phase::Joining;
             if let Some(s) = sequencer.filter(|s| *s != self.me.id) {
                 self.cluster = Some(ClusterSeen {
+                    id: self.cluster_id(),
+                    data: self.has_app,
                     sequencer: s,
                     ballot: self.promised,
                     commit: self.delivered(),
@@ -875,6 +958,8 @@ impl OrderNode {
             self.me.incarnation = m.incarnation;
         }
         self.cluster = Some(ClusterSeen {
+            id: self.cluster_id(),
+            data: self.has_app,
             sequencer: from,
             ballot,
             commit: 0,
@@ -1103,7 +1188,9 @@ impl OrderNode {
         // Liveness: only what a member sends counts (a restarted node has the same id but
         // is not the member any more).
         match &msg {
-            Msg::Heartbeat(hb) if hb.member => self.alive(from, Some(hb.incarnation), now),
+            Msg::Heartbeat(hb) if hb.member && !self.is_foreign(hb) => {
+                self.alive(from, Some(hb.incarnation), now);
+            }
             Msg::Ack { incarnation, .. } => self.alive(from, Some(*incarnation), now),
             Msg::Entries { .. }
             | Msg::VcQuery { .. }
@@ -1143,6 +1230,7 @@ impl OrderNode {
             } => self.on_ack(now, from, ballot, incarnation, last, applied, out),
             Msg::SyncReq { from: f, prev_hash } => self.on_sync_req(from, f, prev_hash, out),
             Msg::SyncReply {
+                cluster,
                 ballot,
                 commit,
                 commit_hash,
@@ -1151,6 +1239,7 @@ impl OrderNode {
             } => self.on_sync_reply(
                 now,
                 from,
+                cluster,
                 ballot,
                 commit,
                 commit_hash,
@@ -1234,34 +1323,71 @@ impl OrderNode {
         }
     }
 
+    /// Whether `hb` comes from a member of another cluster than ours (we being a member).
+    fn is_foreign(&self, hb: &Heartbeat) -> bool {
+        self.phase == Phase::Member
+            && hb.member
+            && hb.cluster.is_some()
+            && hb.cluster != self.cluster_id()
+    }
+
     fn on_heartbeat(&mut self, now: Instant, from: NodeId, hb: Heartbeat, out: &mut Out) {
-        self.max_n = self.max_n.max(hb.ballot.n);
-        if hb.commit > self.delivered()
-            && self.known_commit.is_none_or(|(c, _)| hb.commit > c)
-            && self.phase != Phase::Left
-        {
-            self.known_commit = Some((hb.commit, from));
+        if self.is_foreign(&hb) {
+            self.on_foreign(now, from, &hb, out);
+            return;
         }
+        if hb.member {
+            self.moved.remove(&from);
+        }
+        self.max_n = self.max_n.max(hb.ballot.n);
         if hb.member && hb.sequencer.is_some_and(|s| s != self.me.id) {
             let sequencer = hb.sequencer.unwrap_or(from);
             let newer = self.cluster.as_ref().is_none_or(|c| {
-                hb.ballot >= c.ballot
-                    || now.saturating_duration_since(c.at) > self.cfg.failure_timeout
+                let stale = now.saturating_duration_since(c.at) > self.cfg.failure_timeout;
+                match (c.id, hb.cluster) {
+                    (Some(seen), Some(theirs)) if seen != theirs => {
+                        // Two clusters of our name: the preferred one (see `preferred`).
+                        stale || preferred((hb.data, theirs), (c.data, seen))
+                    }
+                    _ => hb.ballot >= c.ballot || stale,
+                }
             });
             if newer {
                 let commit = if sequencer == from { hb.commit } else { 0 };
                 let commit = self
                     .cluster
                     .as_ref()
-                    .filter(|c| c.sequencer == sequencer)
+                    .filter(|c| c.sequencer == sequencer && c.id == hb.cluster)
                     .map_or(commit, |c| c.commit.max(commit));
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.sequencer != sequencer)
+                {
+                    self.join_sent = None;
+                }
                 self.cluster = Some(ClusterSeen {
+                    id: hb.cluster,
+                    data: hb.data,
                     sequencer,
                     ballot: hb.ballot,
                     commit,
                     at: now,
                 });
             }
+        }
+        // Committed entries we lack, from our cluster (or the one we join) only.
+        let ours = if self.phase == Phase::Member {
+            self.cluster_id()
+        } else {
+            self.cluster.as_ref().and_then(|c| c.id)
+        };
+        if hb.commit > self.delivered()
+            && self.known_commit.is_none_or(|(c, _)| hb.commit > c)
+            && self.phase != Phase::Left
+            && (ours.is_none() || hb.cluster == ours)
+        {
+            self.known_commit = Some((hb.commit, from));
         }
         match self.phase {
             Phase::Searching | Phase::Joining => {
@@ -1312,6 +1438,111 @@ impl OrderNode {
                 }
             }
             Phase::Left => {}
+        }
+    }
+
+    /// A member of another cluster of our name: apply the merge rule.
+    ///
+    /// Ours dissolves into theirs when theirs is [`preferred`] and ours holds no application
+    /// entry, committed or pending, so nothing but membership entries is thrown away. Two
+    /// clusters with data stay apart (recovering that is the business of an operator).
+    fn on_foreign(&mut self, now: Instant, from: NodeId, hb: &Heartbeat, out: &mut Out) {
+        let (Some(theirs), Some(mine)) = (hb.cluster, self.cluster_id()) else {
+            return;
+        };
+        self.moved.insert(from, theirs);
+        if hb.data && self.has_app {
+            if self.warned != Some(theirs) {
+                tracing::error!(
+                    ours = ?mine,
+                    theirs = ?theirs,
+                    "another cluster of the same name holds data too: they cannot merge"
+                );
+                self.warned = Some(theirs);
+            }
+            return;
+        }
+        if !preferred((hb.data, theirs), (self.has_app, mine)) {
+            // Theirs dissolves into ours (it hears our heartbeats).
+            return;
+        }
+        // Join it through its sequencer, once that works normally.
+        let Some(sequencer) = hb.sequencer.filter(|s| *s != self.me.id) else {
+            return;
+        };
+        if self.leaving.is_some() || self.vc.is_some() {
+            return;
+        }
+        if self.pending.iter().any(|e| !is_membership(&e.body)) {
+            // Data is about to be committed here: ours will be the preferred one.
+            return;
+        }
+        // A proposal handed to another member may still be ordered by it (then ours holds
+        // data): wait for its fate, unless that member moved to another cluster, which it only
+        // does without ordering any (its log was empty) and dropping our history.
+        let me = self.me.id;
+        let handed = self.outstanding.values().any(|p| {
+            p.seq.is_none()
+                && p.sent
+                    .is_some_and(|(_, to)| to != me && !self.moved.contains_key(&to))
+        });
+        if handed {
+            return;
+        }
+        self.dissolve(now, from, sequencer, hb, theirs, out);
+    }
+
+    /// Throws away our (empty) cluster and joins `theirs` through its `sequencer`, from seq 1.
+    /// Our proposals were not ordered: they are sent again, with the same ids, to the new
+    /// cluster once we are its member.
+    fn dissolve(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        sequencer: NodeId,
+        hb: &Heartbeat,
+        theirs: ClusterId,
+        out: &mut Out,
+    ) {
+        tracing::warn!(
+            ours = ?self.cluster_id(),
+            theirs = ?theirs,
+            "another cluster of the same name is preferred and ours holds no data: joining it"
+        );
+        out.v.push(Output::Reset);
+        self.log.clear();
+        self.views.clear();
+        self.seen.clear();
+        self.pending.clear();
+        self.has_app = false;
+        self.applied = 0;
+        self.seq = None;
+        self.vc = None;
+        self.promised = Ballot::ZERO;
+        self.accepted = Ballot::ZERO;
+        self.stable = 0;
+        self.reports.clear();
+        self.last_heard.clear();
+        self.hellos.clear();
+        self.known_commit = None;
+        self.leader_heard = None;
+        self.resume_epoch = None;
+        self.no_quorum = false;
+        self.phase = Phase::Joining;
+        self.started = now;
+        self.cluster = Some(ClusterSeen {
+            id: Some(theirs),
+            data: hb.data,
+            sequencer,
+            ballot: hb.ballot,
+            commit: if sequencer == from { hb.commit } else { 0 },
+            at: now,
+        });
+        self.join_sent = None;
+        self.sync_due = true;
+        self.sync_sent = None;
+        for p in self.outstanding.values_mut() {
+            p.sent = None;
         }
     }
 
@@ -1540,6 +1771,7 @@ impl OrderNode {
         out.v.push(Output::Send {
             to: from,
             msg: Msg::SyncReply {
+                cluster: self.cluster_id(),
                 ballot: serve_pending.then_some(self.accepted),
                 commit,
                 commit_hash,
@@ -1554,6 +1786,7 @@ impl OrderNode {
         &mut self,
         now: Instant,
         from: NodeId,
+        cluster: Option<ClusterId>,
         ballot: Option<Ballot>,
         commit: Seq,
         commit_hash: u64,
@@ -1562,6 +1795,16 @@ impl OrderNode {
         out: &mut Out,
     ) {
         if self.phase == Phase::Left {
+            return;
+        }
+        if self.phase != Phase::Member
+            && self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.id)
+                .is_some_and(|id| cluster != Some(id))
+        {
+            // A (late) reply of another cluster than the one we are joining.
             return;
         }
         let before = self.delivered();
@@ -1669,6 +1912,7 @@ impl OrderNode {
         self.views.clear();
         self.seen.clear();
         self.pending.clear();
+        self.has_app = false;
         self.applied = 0;
         self.sync_due = true;
         self.sync_sent = None;
@@ -1772,6 +2016,7 @@ impl OrderNode {
             let entries = first_page(&self.pending, PAGE);
             let complete = entries.len() == self.pending.len();
             let msg = Msg::SyncReply {
+                cluster: self.cluster_id(),
                 ballot: Some(ballot),
                 commit,
                 commit_hash,
@@ -2325,6 +2570,35 @@ mod tests {
     }
 
     #[test]
+    fn the_merge_rule_never_prefers_both_ways() {
+        let ids: Vec<ClusterId> = [(1u8, 9u64), (1, 3), (2, 1), (3, 0)]
+            .iter()
+            .map(|(f, h)| ClusterId {
+                founder: NodeId([*f; 16]),
+                hash: *h,
+            })
+            .collect();
+        for a in &ids {
+            for b in &ids {
+                for da in [false, true] {
+                    for db in [false, true] {
+                        let ab = preferred((da, *a), (db, *b));
+                        let ba = preferred((db, *b), (da, *a));
+                        assert!(!(ab && ba));
+                        if a != b && da == db {
+                            assert!(ab || ba, "distinct clusters are ordered");
+                        }
+                    }
+                }
+            }
+        }
+        // Data wins over a lower founder.
+        assert!(preferred((true, ids[3]), (false, ids[0])));
+        let first = make_entry((0, 0, 0), Body::Join(info(7)));
+        assert_eq!(ClusterId::of(&first).founder, NodeId([7; 16]));
+    }
+
+    #[test]
     fn pages_stay_under_the_broadcast_limit() {
         let mut prev = (0, 0, 0);
         let mut es = Vec::new();
@@ -2478,6 +2752,7 @@ mod tests {
                 entries: vec![bogus.clone()],
             },
             Msg::SyncReply {
+                cluster: None,
                 ballot: Some(Ballot {
                     n: 99,
                     leader: other,
@@ -2541,6 +2816,8 @@ mod tests {
             applied: u64::MAX,
             stable: u64::MAX,
             resume: true,
+            cluster: None,
+            data: false,
         };
         fresh.handle(
             t0,
@@ -2570,6 +2847,11 @@ mod tests {
             applied: 8,
             stable: 7,
             resume: false,
+            cluster: Some(ClusterId {
+                founder: NodeId([4; 16]),
+                hash: 5,
+            }),
+            data: true,
         });
         let b = codec::to_bytes(&m, 1 << 16).unwrap();
         assert_eq!(codec::from_bytes::<Msg>(&b, 1 << 16).unwrap(), m);
