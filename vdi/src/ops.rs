@@ -168,12 +168,9 @@ impl Pool {
         if vdi.handles.fetch_sub(1, Ordering::SeqCst) != 1 {
             return Ok(());
         }
-        {
-            let _g = vdi.gate.read();
-            if vdi.inner.lock().owner == Some(self.me) {
-                self.flush_locked(&vdi)?;
-            }
-        }
+        // Closing is not a durability point (fsync is); it only puts the modification time
+        // of this host's writes in the log.
+        self.log_mtime(&vdi, true)?;
         self.submit(Cmd::Close {
             ino: ino.0,
             node: self.me,

@@ -37,6 +37,9 @@ pub const MAX_VDI_SIZE: u64 = 64 << 40;
 
 const STRIPES: usize = 1024;
 
+/// How often an fsync puts a modification time changed by writes in the log.
+const MTIME_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a write waits for the VDI's owner to hand it over.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -298,7 +301,10 @@ impl Pool {
             if vdi.inner.lock().owner != Some(self.me) {
                 continue;
             }
-            if let Err(e) = self.flush_locked(&vdi) {
+            if let Err(e) = self
+                .flush_locked(&vdi)
+                .and_then(|()| self.log_mtime(&vdi, true))
+            {
                 tracing::warn!(ino = ino.0, error = %e, "flush before handing a VDI over failed");
             }
             match self.submit(Cmd::Own {
@@ -437,13 +443,10 @@ impl Pool {
     /// Flushes a VDI whose gate the caller holds (shared or exclusive): syncs its written
     /// objects on every copy, then logs a changed modification time.
     pub(crate) fn flush_locked(&self, vdi: &Vdi) -> Result<()> {
-        let (objects, touch) = {
+        let objects: Vec<Oid> = {
             let mut inner = vdi.inner.lock();
             inner.check_failed()?;
-            let objects: Vec<Oid> = inner.dirty_objects.drain().collect();
-            let touch =
-                std::mem::take(&mut inner.mtime_dirty).then(|| (inner.rec.ino, inner.rec.mtime));
-            (objects, touch)
+            inner.dirty_objects.drain().collect()
         };
         if let Err(e) = self.store.sync(&objects) {
             // After a failed fsync the kernel may have dropped the dirty pages; a later
@@ -454,23 +457,42 @@ impl Pool {
             inner.failed = Some(e.to_string());
             return Err(e);
         }
-        if let Some((ino, mtime)) = touch {
-            let change = crate::cmd::AttrChange {
-                mtime: Some(mtime),
-                ..Default::default()
-            };
-            if let Err(e) = self.submit(Cmd::SetAttr {
-                ino,
-                change,
-                time: mtime,
-            }) {
+        self.log_mtime(vdi, false)
+    }
+
+    /// Puts a modification time changed by writes in the log: always when `force` (last
+    /// close, handover, write-back), else at most once per [`MTIME_EVERY`], so that an fsync
+    /// after every small write does not cost a log round trip each.
+    pub(crate) fn log_mtime(&self, vdi: &Vdi, force: bool) -> Result<()> {
+        let touch = {
+            let mut inner = vdi.inner.lock();
+            let due = force
+                || inner
+                    .mtime_logged
+                    .is_none_or(|t| t.elapsed() >= MTIME_EVERY);
+            if !inner.mtime_dirty || !due {
+                return Ok(());
+            }
+            inner.mtime_dirty = false;
+            inner.mtime_logged = Some(Instant::now());
+            (inner.rec.ino, inner.rec.mtime)
+        };
+        let (ino, mtime) = touch;
+        let change = crate::cmd::AttrChange {
+            mtime: Some(mtime),
+            ..Default::default()
+        };
+        match self.submit(Cmd::SetAttr {
+            ino,
+            change,
+            time: mtime,
+        }) {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => {
                 vdi.inner.lock().mtime_dirty = true;
-                if !matches!(e, Error::NotFound(_)) {
-                    return Err(e);
-                }
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// Flushes every VDI (shutdown, syncfs).
@@ -479,6 +501,7 @@ impl Pool {
         for vdi in vdis {
             let _g = vdi.gate.read();
             self.flush_locked(&vdi)?;
+            self.log_mtime(&vdi, true)?;
         }
         Ok(())
     }

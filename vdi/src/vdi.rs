@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) dirty_objects: HashSet<Oid>,
     /// The modification time changed on this host and is not in the log yet.
     pub(crate) mtime_dirty: bool,
+    /// When this host last put the modification time in the log.
+    pub(crate) mtime_logged: Option<std::time::Instant>,
     /// Set when a flush failed: writes and flushes fail from then on (see `Error::WriteBack`).
     pub(crate) failed: Option<String>,
     /// Cached (allocated, shared) bytes and the reference generation they were computed at.
@@ -62,6 +64,7 @@ impl Vdi {
                 opened: BTreeSet::new(),
                 dirty_objects: HashSet::new(),
                 mtime_dirty: false,
+                mtime_logged: None,
                 failed: None,
                 usage: None,
             }),
