@@ -109,4 +109,16 @@ fn fio() {
         .status()
         .expect("bench/fio.sh");
     assert!(status.success(), "bench/fio.sh failed");
+    for (i, h) in hosts.iter().enumerate() {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap_or("VmHWM: ?");
+        println!(
+            "* host {i} sheepfs peak RSS {}",
+            hwm.trim_start_matches("VmHWM:").trim()
+        );
+    }
 }
