@@ -469,6 +469,18 @@ impl ReplicatedStore {
         true
     }
 
+    /// Waits for the map of epoch `target`, which a holder already has, before a retry.
+    fn catch_up(&self, oid: Oid, target: u64, deadline: Instant) -> Result<()> {
+        if self.wait_epoch(target, deadline) {
+            Ok(())
+        } else {
+            Err(eio(
+                oid,
+                format!("map did not reach epoch {target} in time"),
+            ))
+        }
+    }
+
     /// Sleeps a growing pause, cut short if the map changes.
     fn backoff(&self, attempt: u32, epoch: u64, deadline: Instant) {
         let pause = Duration::from_millis(5u64 << attempt.min(6)).min(Duration::from_millis(200));
@@ -577,12 +589,7 @@ impl ReplicatedStore {
                 }
             }
             if let Some(target) = ahead {
-                if !self.wait_epoch(target, deadline) {
-                    return Err(eio(
-                        oid,
-                        format!("map did not reach epoch {target} in time"),
-                    ));
-                }
+                self.catch_up(oid, target, deadline)?;
                 continue;
             }
             if let Some(e) = hard {
@@ -629,12 +636,7 @@ impl ReplicatedStore {
                 }
             }
             if let Some(target) = ahead {
-                if !self.wait_epoch(target, deadline) {
-                    return Err(eio(
-                        oid,
-                        format!("map did not reach epoch {target} in time"),
-                    ));
-                }
+                self.catch_up(oid, target, deadline)?;
                 continue;
             }
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {

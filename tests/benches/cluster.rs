@@ -55,16 +55,11 @@ fn moved(n: usize) {
     }
     hosts[0].must_dog(&["vdi", "create", "big", "4G"]);
     let path = hosts[0].path("big");
-    let mut args = vec!["-f".to_owned(), "raw".into(), "-t".into(), "none".into()];
-    for k in 0..1024u64 {
-        args.push("-c".into());
-        args.push(format!("write -P 1 {} 4k", k * (4 << 20)));
-    }
-    args.push(path.display().to_string());
-    sheep_tests::must_run(
-        "qemu-io",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let writes: Vec<String> = (0..1024u64)
+        .map(|k| format!("write -P 1 {} 4k", k * (4 << 20)))
+        .collect();
+    let writes: Vec<&str> = writes.iter().map(String::as_str).collect();
+    sheep_tests::must_qemu_io(&path, true, &writes);
     let i = net.add_host();
     let t0 = Instant::now();
     hosts.push(Host::start(&net, i, &[]));

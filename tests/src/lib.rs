@@ -19,6 +19,7 @@ pub mod file;
 pub mod guard;
 pub mod netns;
 pub mod node;
+pub mod vm;
 
 pub use cmd::{must_qemu_io, must_run, run};
 pub use daemon::Daemon;

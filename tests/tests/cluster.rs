@@ -5,10 +5,10 @@
 use serde_json::Value;
 use sheep_tests::cmd::describe;
 use sheep_tests::file::utf8;
-use sheep_tests::{must_run, require, run, wait_until, ChildGuard, Host, Net, MIB};
+use sheep_tests::vm::must_start_vm_holding;
+use sheep_tests::{must_qemu_io, must_run, require, run, wait_until, Host, Net, MIB};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOOLS: &[&str] = &["ip", "nsenter", "qemu-io"];
@@ -56,27 +56,15 @@ fn local_id(h: &Host) -> String {
     v["node_id"].as_str().expect("node id").to_owned()
 }
 
+/// Runs qemu-io commands on `path` (see [`must_qemu_io`]).
 fn qemu_io(path: &Path, direct: bool, cmd: &str) {
-    qemu_io_all(path, direct, &[cmd.to_owned()]);
+    must_qemu_io(path, direct, &[cmd]);
 }
 
 /// Runs several qemu-io commands in one process.
 fn qemu_io_all(path: &Path, direct: bool, cmds: &[String]) {
-    let mut args = vec!["-f", "raw"];
-    if direct {
-        args.extend(["-t", "none"]);
-    }
-    for c in cmds {
-        args.extend(["-c", c.as_str()]);
-    }
-    args.push(utf8(path));
-    let out = run("qemu-io", &args);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !text.contains("Pattern verification failed"),
-        "{}",
-        describe(&format!("qemu-io {}", args.join(" ")), &out)
-    );
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    must_qemu_io(path, direct, &cmds);
 }
 
 #[test]
@@ -185,32 +173,6 @@ fn three_hosts_find_each_other_and_serve_one_pool() {
     }
 }
 
-/// Starts a paused QEMU (TCG) holding `image` for writing, as a running VM does.
-fn vm_holding(image: &Path) -> ChildGuard {
-    let drive = format!(
-        "file={},format=raw,if=none,id=d0,cache=none",
-        image.display()
-    );
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-S",
-        "-machine",
-        "q35,accel=tcg",
-        "-m",
-        "64",
-    ])
-    .args(["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let vm = ChildGuard::spawn(&mut cmd);
-    std::thread::sleep(Duration::from_secs(2));
-    vm
-}
-
 #[test]
 fn an_image_a_vm_holds_on_one_host_is_refused_on_the_others_until_it_stops() {
     if !require(&["ip", "nsenter", "qemu-io", "qemu-system-x86_64"]) {
@@ -223,7 +185,7 @@ fn an_image_a_vm_holds_on_one_host_is_refused_on_the_others_until_it_stops() {
         h.wait_members(3);
     }
     hosts[0].must_dog(&["vdi", "create", "vm0", "16M"]);
-    let vm = vm_holding(&hosts[0].path("vm0"));
+    let vm = must_start_vm_holding(&hosts[0].path("vm0"));
     let other = hosts[1].path("vm0");
     let args = ["-f", "raw", "-c", "write 0 512", utf8(&other)];
     let out = run("qemu-io", &args);
@@ -243,7 +205,7 @@ fn an_image_a_vm_holds_on_one_host_is_refused_on_the_others_until_it_stops() {
         run("qemu-io", &args).status.success()
     });
     // A host that fails takes its locks with it.
-    let _vm = vm_holding(&hosts[0].path("vm0"));
+    let _vm = must_start_vm_holding(&hosts[0].path("vm0"));
     assert!(
         !run("qemu-io", &args).status.success(),
         "the lock is back on host 0"
@@ -337,7 +299,7 @@ fn killing_the_sequencer_during_metadata_operations_loses_nothing_acknowledged()
             acked
         });
         std::thread::sleep(Duration::from_millis(400));
-        acked_kill(&hosts, victim);
+        sigkill(&hosts, victim);
         creator.join().expect("creator")
     });
     hosts[victim].kill9();
@@ -368,8 +330,9 @@ fn killing_the_sequencer_during_metadata_operations_loses_nothing_acknowledged()
     let _ = &mut hosts;
 }
 
-/// SIGKILLs host `i` by pid, in the middle of the creates.
-fn acked_kill(hosts: &[Host], i: usize) {
+/// SIGKILLs host `i` by pid, in the middle of the creates (its mount is released later, by
+/// [`Host::kill9`]).
+fn sigkill(hosts: &[Host], i: usize) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(hosts[i].pid()).expect("pid"));
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
 }

@@ -7,11 +7,10 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg};
@@ -22,7 +21,8 @@ use sheep_tests::cmd::{command_line, describe, run};
 use sheep_tests::file::{allocated, assert_same_bytes, assert_zeros, len, must_create};
 use sheep_tests::file::{must_fsync, must_list, must_metadata, must_open_direct, must_open_rw};
 use sheep_tests::file::{must_pread, must_pwrite, must_read_all, pattern, utf8, AlignedBuf};
-use sheep_tests::{must_run, require, ChildGuard, Node, MIB, OBJECT_SIZE};
+use sheep_tests::vm::must_start_vm_holding;
+use sheep_tests::{must_run, require, Node, MIB, OBJECT_SIZE};
 
 fn errno_of(err: &std::io::Error) -> Option<Errno> {
     err.raw_os_error().map(Errno::from_raw)
@@ -573,58 +573,6 @@ fn ofd_and_posix_locks_conflict_across_open_files_with_eagain() {
     );
     drop((fa, fb));
     node.stop();
-}
-
-/// Waits until process `pid` has `path` open.
-fn must_wait_open(pid: u32, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        if fds
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|p| p == path)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "QEMU (pid {pid}) never opened {}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Starts a paused QEMU (no CPU runs) with `image` as a virtio disk, as a VM holds its disk:
-/// it takes QEMU's image locks and, unlike `qemu-io`, shares no write permission.
-fn must_start_vm_holding(image: &Path) -> ChildGuard {
-    let drive = format!(
-        "file={},format=raw,if=none,id=d0,cache=none",
-        image.display()
-    );
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-S",
-        "-machine",
-        "q35,accel=tcg",
-        "-m",
-        "64",
-    ])
-    .args(["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let vm = ChildGuard::spawn(&mut cmd);
-    must_wait_open(vm.pid(), image);
-    // The locks follow the open when the device is realized.
-    thread::sleep(Duration::from_millis(500));
-    vm
 }
 
 #[test]

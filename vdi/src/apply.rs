@@ -31,7 +31,7 @@ impl Pool {
         };
         let result = {
             let mut applied = self.applied.lock();
-            let r = self.apply_cmd(proposal.node, &proposal.cmd);
+            let r = self.apply_cmd(&proposal.cmd);
             *applied = seq;
             r
         };
@@ -68,7 +68,7 @@ impl Pool {
         self.changed.notify_all();
     }
 
-    fn apply_cmd(&self, node: NodeId, cmd: &Cmd) -> Result<Outcome> {
+    fn apply_cmd(&self, cmd: &Cmd) -> Result<Outcome> {
         match cmd {
             Cmd::Create {
                 name,
@@ -168,13 +168,10 @@ impl Pool {
                 self.release_node(*node);
                 Ok(Outcome::Done)
             }
-            Cmd::Lock(l) => {
-                let _ = node;
-                match self.locks.lock().apply(l) {
-                    Ok(()) => Ok(Outcome::Done),
-                    Err(held) => Err(Error::Locked(held)),
-                }
-            }
+            Cmd::Lock(l) => match self.locks.lock().apply(l) {
+                Ok(()) => Ok(Outcome::Done),
+                Err(held) => Err(Error::Locked(held)),
+            },
         }
     }
 
@@ -472,11 +469,11 @@ impl Pool {
             return Err(Error::Exists(dst.to_owned()));
         }
         let svdi = self.vdi(self.ino_of(src)?)?;
-        let base = if svdi.inner.lock().rec.snapshot {
-            svdi.inner.lock().vid()
-        } else {
-            self.freeze(&svdi)?
+        let (snapshot, vid) = {
+            let i = svdi.inner.lock();
+            (i.rec.snapshot, i.vid())
         };
+        let base = if snapshot { vid } else { self.freeze(&svdi)? };
         let (mut rec, table) = {
             let i = svdi.inner.lock();
             (i.rec.clone(), i.table.clone())

@@ -80,23 +80,25 @@ impl Pool {
         self.write_locked(&vdi, offset, data)
     }
 
-    /// Takes the VDI's gate shared with this host as its owner (claiming it if needed).
+    /// Takes the VDI's gate shared with this host as its owner (claiming it if needed). The
+    /// usual case, a VDI this host already writes, costs the gate and one look at `inner`.
     pub(crate) fn owned_gate<'a>(
         &self,
         vdi: &'a Vdi,
     ) -> Result<parking_lot::RwLockReadGuard<'a, ()>> {
         loop {
+            let g = vdi.gate.read();
             {
                 let i = vdi.inner.lock();
                 if i.rec.snapshot {
                     return Err(Error::ReadOnly(i.rec.display_name()));
                 }
+                if i.owner == Some(self.me) {
+                    return Ok(g);
+                }
             }
+            drop(g);
             self.claim(vdi)?;
-            let g = vdi.gate.read();
-            if vdi.inner.lock().owner == Some(self.me) {
-                return Ok(g);
-            }
         }
     }
 

@@ -99,7 +99,8 @@ impl LocalLog {
     }
 
     fn append(&self, tail: &mut Tail, bytes: &[u8]) -> Result<u64> {
-        let rec = codec::encode(ENTRY_KIND, &bytes.to_vec(), OBJECT_SIZE)
+        // A byte slice encodes exactly as the `Vec<u8>` that `open` decodes.
+        let rec = codec::encode(ENTRY_KIND, &bytes, OBJECT_SIZE)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         if tail.offset + rec.len() as u64 > OBJECT_SIZE {
             tail.segment += 1;
