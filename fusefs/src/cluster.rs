@@ -72,19 +72,17 @@ impl CopiesOf for PoolCopies {
 pub struct Membership {
     me: MemberInfo,
     members: Vec<MemberInfo>,
-    /// The cluster recorded this host as gone after its restart: its copies may be stale.
+    /// The cluster recorded this host as gone: its copies may be stale.
     absent: bool,
-    restored: bool,
 }
 
 impl Membership {
-    /// Membership of host `me`; `restored` is true when it starts from a stored log.
-    pub fn new(me: MemberInfo, restored: bool) -> Membership {
+    /// Membership of host `me`.
+    pub fn new(me: MemberInfo) -> Membership {
         Membership {
             me,
             members: Vec::new(),
             absent: false,
-            restored,
         }
     }
 
@@ -94,23 +92,20 @@ impl Membership {
             Body::Join(info) => {
                 self.members.retain(|m| m.id != info.id);
                 self.members.push(info.clone());
-                if live
-                    && info.id == self.me.id
-                    && info.incarnation == self.me.incarnation
-                    && self.restored
-                    && self.absent
-                {
-                    // The cluster went on without this host: what it holds may be stale.
-                    // Issue 4 replaces this with versioned, incremental catch-up.
-                    warn!("rejoined after the cluster went on without this host: its copies are dropped and fetched again");
-                    store.discard_local_data();
+                if live && info.id == self.me.id && self.absent {
+                    info!("rejoined: unverified copies are compared with the cluster's, only what changed is copied");
                     self.absent = false;
                 }
                 None
             }
             Body::Leave(id) | Body::Fail(id) => {
                 self.members.retain(|m| m.id != *id);
-                if live && *id == self.me.id {
+                if live && *id == self.me.id && !self.absent {
+                    // The cluster goes on without this host: from now on what it holds may
+                    // be stale, so nothing of it is served or pushed before it is compared
+                    // with the others' copies (incremental catch-up).
+                    warn!("the cluster recorded this host as gone: its copies are now unverified");
+                    store.suspect_local_data();
                     self.absent = true;
                 }
                 Some(*id)
@@ -181,6 +176,7 @@ pub fn spawn_apply_loop(
                         error!("the cluster's history differs from ours: starting over from it");
                         members.lock().members.clear();
                         pool.reset();
+                        store.suspect_local_data();
                     }
                 }
             }

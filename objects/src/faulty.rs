@@ -39,6 +39,15 @@ impl FaultyStore {
 }
 
 impl ObjectStore for FaultyStore {
+    fn meta(&self, oid: Oid) -> Result<crate::store::ObjectMeta> {
+        self.inner.meta(oid)
+    }
+    fn set_version(&self, oid: Oid, version: u64) -> Result<()> {
+        self.inner.set_version(oid, version)
+    }
+    fn verify(&self, oid: Oid) -> Result<()> {
+        self.inner.verify(oid)
+    }
     fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.inner.read(oid, offset, buf)
     }

@@ -29,4 +29,4 @@ pub use placement::Placement;
 pub use replicated::{
     ClusterMap, CopiesOf, FixedCopies, Member, ReplicaConfig, ReplicaStatus, ReplicatedStore,
 };
-pub use store::{ObjectStore, StoreStats};
+pub use store::{ObjectMeta, ObjectStore, StoreStats};

@@ -17,25 +17,48 @@
 //!   Local changes are fenced by the epoch (a read lock that [`ReplicatedStore::set_map`]
 //!   takes for writing), so no change of an old epoch lands after the rebalance walk of the
 //!   new one has started.
-//! * **Rebalancing** after a new map: every host walks its local data objects, pushes each to
-//!   the new holders that lack it (`PutIfAbsent`, data extents only), drops its own copy once
-//!   every new holder has confirmed if it no longer holds the object, then tells every member
-//!   `RebalanceDone`. Until every member has done so, a holder asked for an object it lacks
-//!   first asks the others (`Have`) and fetches it (`Fetch`). Per-object locks keep pushes,
-//!   fetches and writes to one object from interleaving, and a host remembers which objects it
-//!   has made current in this epoch ("settled"), so a late push never resurrects an object
-//!   removed or overwritten meanwhile.
+//! * **Versions**: every copy carries the epoch of its last change and a digest of its
+//!   content (from the store's per-block checksums). Copies are compared by these, never by
+//!   reading them.
+//! * **Recovery** after a new map: every host walks its local data objects and asks every
+//!   other member, in batches, what its copy of each is (`Have`: absent, good or unverified,
+//!   version, digest). A copy older than the freshest good copy anywhere is replaced from it
+//!   (or dropped if this host no longer holds the object); the new holders that lack the
+//!   object, or hold an older or unverified copy, get it pushed (`Put`, data extents only,
+//!   throttled by [`ReplicatedStore::set_throttle`]); a host drops its copy of an object it no
+//!   longer holds once every holder has confirmed. Then it tells every member
+//!   `RebalanceDone`. Until every member has done so, a holder asked for an object first makes
+//!   its copy current from the freshest copy anywhere (on demand, not throttled), so objects a
+//!   VM uses are recovered first. Per-object locks keep pushes, fetches and writes to one
+//!   object from interleaving, and a host remembers which objects it has made current in this
+//!   epoch ("settled"), so a late push never resurrects an object removed or overwritten
+//!   meanwhile.
+//! * **Catch-up**: a host that the cluster recorded as gone (failed, partitioned away, or
+//!   left) marks every local copy *unverified* ([`ReplicatedStore::suspect_local_data`],
+//!   persisted). An unverified copy is never served nor pushed; it is compared with the good
+//!   copies of the others and kept if it matches the freshest (same version and digest), else
+//!   replaced. So a host back from a short outage copies only what changed meanwhile, and a
+//!   write it applied alone on the minority side of a partition (never acknowledged) is
+//!   undone.
+//! * **Bad copies**: a copy whose checksum fails or whose store gives an I/O error is not
+//!   served: the reader goes to the next holder and the host repairs its copy from a good one
+//!   in the background. A holder whose store fails a write or a sync drops its copy (marks it
+//!   unverified); the write is acknowledged if another holder has it. A host whose store is
+//!   near full takes no new objects nor new copies and says so ([`RecoveryStatus::full`]).
+//! * **Quorum**: with [`ReplicatedStore::set_quorum_check`], requests from this host wait while
+//!   it cannot reach a quorum of the cluster (the minority side of a partition) and fail with
+//!   an I/O error after `io_timeout`.
 
 use crate::error::{Error, Result};
 use crate::net::client::{NetError, Pool, Response};
 use crate::net::proto::{
     decode_extents, decode_image, decode_u64s, encode_u64s, in_object, Image, Op, ReqHeader,
-    Status, FLAG_AS_HOLDER, MAX_EXTENTS,
+    Status, FLAG_AS_HOLDER, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
 };
 use crate::net::server::{Handler, Reply, Server};
 use crate::oid::{ObjectKind, Oid, Vid, OBJECT_BYTES};
 use crate::placement::{mix64, Placement};
-use crate::store::{ObjectStore, StoreStats};
+use crate::store::{ObjectMeta, ObjectStore, StoreStats};
 use parking_lot::{Condvar, Mutex, RwLock};
 use sheep_p2p::NodeId;
 use std::borrow::Cow;
@@ -43,7 +66,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -89,14 +112,74 @@ pub struct ReplicaConfig {
     /// How long a request waits for an unreachable holder (or a lagging epoch) before it
     /// fails with an I/O error; also the socket timeout.
     pub io_timeout: Duration,
+    /// Free space below which this host takes no new objects nor new copies; `None`: 2% of
+    /// the store's capacity, at least 16 MiB and at most 4 GiB.
+    pub reserve: Option<u64>,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
         ReplicaConfig {
             io_timeout: Duration::from_secs(30),
+            reserve: None,
         }
     }
+}
+
+/// Recovery progress of this host, as `dog node recovery` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryStatus {
+    /// The epoch being recovered.
+    pub epoch: u64,
+    /// Local objects the walk of this epoch looks at.
+    pub to_check: u64,
+    /// Of those, looked at so far.
+    pub checked: u64,
+    /// Objects copied to or from this host for recovery in this epoch (sent, received, fetched).
+    pub copied: u64,
+    /// Data bytes of those.
+    pub copied_bytes: u64,
+    /// Objects sent to other holders.
+    pub sent: u64,
+    /// Data bytes sent.
+    pub sent_bytes: u64,
+    /// Objects received (pushed here or fetched).
+    pub received: u64,
+    /// Data bytes received.
+    pub received_bytes: u64,
+    /// Unverified copies found current and kept (what catch-up did not have to copy).
+    pub kept: u64,
+    /// Data bytes of those.
+    pub kept_bytes: u64,
+    /// Copies still unverified.
+    pub unverified: u64,
+    /// Bad copies (checksum or I/O error) repaired from a good one since start.
+    pub repaired: u64,
+    /// Copies not made because the target host is near full.
+    pub skipped_full: u64,
+    /// Bytes per second this host may push for recovery; `None`: unthrottled.
+    pub throttle: Option<u64>,
+    /// Data bytes received for recovery since the start of this process.
+    pub total_received_bytes: u64,
+    /// This host finished its walk for the epoch.
+    pub done: bool,
+    /// Every member finished its walk for the epoch.
+    pub complete: bool,
+    /// This host's store is near full: it takes no new objects nor copies.
+    pub full: bool,
+}
+
+/// What [`ReplicatedStore::check_object`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Holders of the object.
+    pub copies: u32,
+    /// Holders whose copy is good and current.
+    pub good: u32,
+    /// Copies brought back (bad, stale, missing or diverged).
+    pub repaired: u32,
+    /// No good copy anywhere.
+    pub lost: bool,
 }
 
 /// What [`ReplicatedStore::status`] reports.
@@ -133,12 +216,120 @@ pub struct ReplicaStatus {
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     pending: u64,
+    to_check: u64,
     pushed: u64,
     pushed_bytes: u64,
     pulled: u64,
     pulled_bytes: u64,
+    received: u64,
+    received_bytes: u64,
+    kept: u64,
+    kept_bytes: u64,
     dropped: u64,
     dropped_bytes: u64,
+    skipped_full: u64,
+}
+
+/// Counters kept since the start of the process.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    repaired: u64,
+    received_bytes: u64,
+}
+
+/// What a holder says of its copy of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyState {
+    Absent = 0,
+    Good = 1,
+    Unverified = 2,
+    Bad = 3,
+}
+
+impl CopyState {
+    fn from_u64(v: u64) -> CopyState {
+        match v {
+            1 => CopyState::Good,
+            2 => CopyState::Unverified,
+            3 => CopyState::Bad,
+            _ => CopyState::Absent,
+        }
+    }
+}
+
+/// One holder's copy: its state, version and digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CopyInfo {
+    state: CopyState,
+    meta: ObjectMeta,
+}
+
+impl CopyInfo {
+    const ABSENT: CopyInfo = CopyInfo {
+        state: CopyState::Absent,
+        meta: ObjectMeta {
+            version: 0,
+            digest: 0,
+        },
+    };
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.state as u8);
+        out.extend_from_slice(&self.meta.version.to_le_bytes());
+        out.extend_from_slice(&self.meta.digest.to_le_bytes());
+    }
+
+    fn decode(state: u64, b: &[u8]) -> CopyInfo {
+        let word = |i: usize| {
+            b.get(i..i + 8)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        CopyInfo {
+            state: CopyState::from_u64(state),
+            meta: ObjectMeta {
+                version: word(0),
+                digest: word(8),
+            },
+        }
+    }
+
+    fn good(&self) -> bool {
+        self.state == CopyState::Good
+    }
+}
+
+/// Picks the freshest good copy among `infos`: the highest version, then the digest most
+/// copies agree on, then `prefer`'s digest, then the first listed.
+fn freshest(infos: &[(NodeId, CopyInfo)], prefer: Option<ObjectMeta>) -> Option<(NodeId, ObjectMeta)> {
+    let top = infos.iter().filter(|(_, i)| i.good()).map(|(_, i)| i.meta.version).max()?;
+    let cands: Vec<&(NodeId, CopyInfo)> = infos
+        .iter()
+        .filter(|(_, i)| i.good() && i.meta.version == top)
+        .collect();
+    let votes = |d: u64| cands.iter().filter(|(_, i)| i.meta.digest == d).count();
+    let mut best = cands[0];
+    for c in &cands[1..] {
+        let (vc, vb) = (votes(c.1.meta.digest), votes(best.1.meta.digest));
+        let pc = prefer.is_some_and(|p| p == c.1.meta);
+        let pb = prefer.is_some_and(|p| p == best.1.meta);
+        if vc > vb || (vc == vb && pc && !pb) {
+            best = c;
+        }
+    }
+    Some((best.0, best.1.meta))
+}
+
+/// A token bucket limiting recovery traffic.
+struct Bucket {
+    rate: Option<u64>,
+    tokens: f64,
+    last: Instant,
+}
+
+/// Node-local object holding the persisted list of unverified copies.
+fn unverified_oid() -> Oid {
+    Oid::meta(0x20)
 }
 
 /// The map in use and what is derived from it.
@@ -146,8 +337,6 @@ struct View {
     epoch: u64,
     placement: Placement,
     addrs: HashMap<NodeId, Vec<SocketAddr>>,
-    /// Placement of the previous map, if there was one.
-    prev: Option<Placement>,
     /// False for the bootstrap view (this host alone) used before the first map.
     from_map: bool,
 }
@@ -164,14 +353,12 @@ struct Rebal {
     /// removed here): neither fetched again nor overwritten by a push.
     settled: HashSet<Oid>,
     self_done: bool,
-    /// Set by `discard_local_data`: fetch on demand until the next epoch.
-    forced_incomplete: bool,
     counters: Counters,
 }
 
 impl Rebal {
     fn complete(&self) -> bool {
-        !self.forced_incomplete && self.members.iter().all(|m| self.done.contains(m))
+        self.members.iter().all(|m| self.done.contains(m))
     }
 }
 
@@ -225,6 +412,9 @@ enum Outcome {
     Ok(u64, Vec<u8>),
     /// Final: the operation failed.
     Fail(Error),
+    /// This holder's copy is bad (checksum or I/O error; for a change, it dropped its copy):
+    /// another holder may serve.
+    Bad(Error),
     /// The holder is at a later epoch.
     Ahead(u64),
     /// Retry later (unreachable, behind, busy).
@@ -265,7 +455,21 @@ pub struct ReplicatedStore {
     stopped: AtomicBool,
     server: Mutex<Option<Arc<Server>>>,
     this: Weak<ReplicatedStore>,
+    /// Local copies not to be served nor pushed until compared with the others.
+    unverified: Mutex<HashSet<Oid>>,
+    /// Objects whose local copy is being repaired.
+    repairing: Mutex<HashSet<Oid>>,
+    bucket: Mutex<Bucket>,
+    totals: Mutex<Totals>,
+    quorum: RwLock<Option<QuorumCheck>>,
+    /// Near-full state of the local store and when it was last looked at (ms since `born`).
+    full: AtomicBool,
+    full_checked: AtomicU64,
+    born: Instant,
 }
+
+/// Tells whether this host reaches a quorum of the cluster.
+pub type QuorumCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl ReplicatedStore {
     /// A store for host `me` over `local`. Until the first [`ReplicatedStore::set_map`] it
@@ -280,7 +484,6 @@ impl ReplicatedStore {
             epoch: 0,
             placement: Placement::new(&[(me, 1)]),
             addrs: HashMap::new(),
-            prev: None,
             from_map: false,
         };
         let reb = Rebal {
@@ -290,6 +493,18 @@ impl ReplicatedStore {
             self_done: true,
             ..Rebal::default()
         };
+        let unverified = match local.get(unverified_oid()) {
+            Ok(b) => decode_u64s(&b)
+                .map(|v| v.into_iter().map(Oid).collect())
+                .unwrap_or_default(),
+            Err(_) => HashSet::new(),
+        };
+        if !unverified.is_empty() {
+            tracing::info!(
+                objects = unverified.len(),
+                "local copies left unverified by the previous run"
+            );
+        }
         Arc::new_cyclic(|this| ReplicatedStore {
             me,
             local,
@@ -305,6 +520,18 @@ impl ReplicatedStore {
             stopped: AtomicBool::new(false),
             server: Mutex::new(None),
             this: this.clone(),
+            unverified: Mutex::new(unverified),
+            repairing: Mutex::new(HashSet::new()),
+            bucket: Mutex::new(Bucket {
+                rate: None,
+                tokens: 0.0,
+                last: Instant::now(),
+            }),
+            totals: Mutex::new(Totals::default()),
+            quorum: RwLock::new(None),
+            full: AtomicBool::new(false),
+            full_checked: AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
@@ -358,7 +585,6 @@ impl ReplicatedStore {
                 epoch,
                 placement,
                 addrs,
-                prev: v.from_map.then(|| v.placement.clone()),
                 from_map: true,
             };
             r.epoch = epoch;
@@ -367,7 +593,6 @@ impl ReplicatedStore {
             r.early.retain(|e, _| *e > epoch);
             r.settled.clear();
             r.self_done = false;
-            r.forced_incomplete = false;
             r.counters = Counters::default();
             *v = Arc::new(new);
         }
@@ -408,32 +633,305 @@ impl ReplicatedStore {
         }
     }
 
-    /// Removes every local data object, so copies that may be stale (a host rejoining a live
-    /// cluster after being away) are never served; the other hosts' rebalance pushes repopulate
-    /// this one, and until the next epoch this host fetches objects it lacks on demand.
-    pub fn discard_local_data(&self) {
+    /// Checks every copy of `oid` on its holders: each reads its copy whole against its
+    /// checksums, and the copies' versions and digests are compared. With `repair`, bad,
+    /// stale, missing or diverged copies are replaced by the freshest good one (on a tie of
+    /// versions, the content most copies agree on).
+    pub fn check_object(&self, oid: Oid, repair: bool) -> Result<CheckReport> {
+        if !is_data(oid) {
+            return Err(eio(oid, "not a data object"));
+        }
+        self.wait_quorum(oid)?;
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        let mut attempt = 0u32;
+        loop {
+            let view = self.current_view();
+            match self.check_once(&view, oid, repair) {
+                Ok(r) => return Ok(r),
+                Err(SErr::Store(e)) => return Err(e),
+                Err(SErr::Bad(m)) => return Err(eio(oid, m)),
+                Err(e) => {
+                    let msg = self.serr_text(e);
+                    if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
+                        return Err(eio(oid, format!("check: {msg}")));
+                    }
+                    self.backoff(attempt, view.epoch, deadline);
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn check_once(&self, view: &View, oid: Oid, repair: bool) -> Result<CheckReport, SErr> {
+        let holders = self.holders(view, oid);
+        let mut infos = Vec::with_capacity(holders.len());
+        for &h in &holders {
+            let req = self.header(Op::Verify, oid, view.epoch);
+            let (status, value, body) = if h == self.me {
+                let mut out = Vec::new();
+                let reply = self.handle_req(&req, &[], &mut out);
+                (reply.status, reply.value, out)
+            } else {
+                let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+                let r = self
+                    .pool
+                    .call(addrs, &req, &[], None)
+                    .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
+                (r.header.status, r.header.value, r.body)
+            };
+            match status {
+                Status::Ok => infos.push((h, CopyInfo::decode(value, &body))),
+                Status::WrongEpoch => return Err(SErr::Retry("epoch changed".into())),
+                s => return Err(SErr::Retry(format!("member {h}: {s:?}"))),
+            }
+        }
+        let mut report = CheckReport {
+            copies: u32::try_from(holders.len()).unwrap_or(u32::MAX),
+            ..CheckReport::default()
+        };
+        let Some((src, best)) = freshest(&infos, None) else {
+            report.lost = infos.iter().any(|(_, i)| i.state != CopyState::Absent);
+            if !report.lost {
+                report.copies = 0; // no copy anywhere: the object does not exist
+            }
+            return Ok(report);
+        };
+        let bad: Vec<NodeId> = infos
+            .iter()
+            .filter(|(_, i)| !(i.good() && i.meta == best))
+            .map(|(n, _)| *n)
+            .collect();
+        report.good = report.copies.saturating_sub(u32::try_from(bad.len()).unwrap_or(u32::MAX));
+        if !repair || bad.is_empty() {
+            return Ok(report);
+        }
+        let body = if src == self.me {
+            let _g = self.locks.lock(oid);
+            self.read_image(oid)?
+                .encode()
+                .ok_or(SErr::Store(Error::CorruptObject(oid)))?
+        } else {
+            let addrs = view.addrs.get(&src).map(Vec::as_slice).unwrap_or(&[]);
+            let r = self
+                .pool
+                .call(addrs, &self.header(Op::Fetch, oid, view.epoch), &[], None)
+                .map_err(|e| SErr::Retry(format!("member {src}: {e}")))?;
+            if r.header.status != Status::Ok {
+                return Err(SErr::Retry(format!("member {src}: {:?}", r.header.status)));
+            }
+            r.body
+        };
+        for t in bad {
+            let mut req = self.header(Op::Put, oid, view.epoch);
+            req.b = best.version;
+            req.flags = FLAG_FORCE;
+            let status = if t == self.me {
+                let mut out = Vec::new();
+                self.handle_req(&req, &body, &mut out).status
+            } else {
+                let addrs = view.addrs.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+                self.pool
+                    .call(addrs, &req, &body, None)
+                    .map_err(|e| SErr::Retry(format!("member {t}: {e}")))?
+                    .header
+                    .status
+            };
+            if status != Status::Ok {
+                return Err(SErr::Retry(format!("repairing on member {t}: {status:?}")));
+            }
+            report.repaired += 1;
+            self.totals.lock().repaired += 1;
+            tracing::info!(%oid, on = %t, "check: copy repaired");
+        }
+        Ok(report)
+    }
+
+    /// Recovery progress of this host.
+    pub fn recovery(&self) -> RecoveryStatus {
+        let unverified = self.unverified.lock().len() as u64;
+        let throttle = self.bucket.lock().rate;
+        let totals = *self.totals.lock();
+        let full = self.is_full();
+        let r = self.reb.lock();
+        let c = r.counters;
+        RecoveryStatus {
+            epoch: r.epoch,
+            to_check: c.to_check,
+            checked: c.to_check.saturating_sub(c.pending),
+            copied: c.pushed + c.received + c.pulled,
+            copied_bytes: c.pushed_bytes + c.received_bytes + c.pulled_bytes,
+            sent: c.pushed,
+            sent_bytes: c.pushed_bytes,
+            received: c.received + c.pulled,
+            received_bytes: c.received_bytes + c.pulled_bytes,
+            kept: c.kept,
+            kept_bytes: c.kept_bytes,
+            unverified,
+            repaired: totals.repaired,
+            skipped_full: c.skipped_full,
+            throttle,
+            total_received_bytes: totals.received_bytes,
+            done: r.self_done,
+            complete: r.complete(),
+            full,
+        }
+    }
+
+    /// Limits the data this host sends or fetches for background recovery to `bytes_per_sec`
+    /// (`None`: unthrottled). On-demand fetches (objects a VM uses) are never throttled.
+    pub fn set_throttle(&self, bytes_per_sec: Option<u64>) {
+        let mut b = self.bucket.lock();
+        b.rate = bytes_per_sec.filter(|r| *r > 0);
+        b.tokens = 0.0;
+        b.last = Instant::now();
+        tracing::info!(rate = ?b.rate, "recovery throttle");
+    }
+
+    /// From now on, requests of this host wait while `check` says it does not reach a quorum
+    /// of the cluster, and fail with an I/O error after `io_timeout`.
+    pub fn set_quorum_check(&self, check: QuorumCheck) {
+        *self.quorum.write() = Some(check);
+    }
+
+    /// Marks every local data copy unverified (persisted): the cluster went on without this
+    /// host, so what it holds may be stale. Each copy is compared with the others' good
+    /// copies before it is served or pushed again (see the module docs).
+    pub fn suspect_local_data(&self) {
         let oids = match self.local.list() {
             Ok(l) => l.into_iter().filter(|o| is_data(*o)).collect::<Vec<_>>(),
             Err(e) => {
-                tracing::warn!(error = %e, "discard: cannot list the local store");
+                tracing::warn!(error = %e, "suspect: cannot list the local store");
                 Vec::new()
             }
         };
-        {
-            let mut r = self.reb.lock();
-            r.forced_incomplete = true;
-            r.settled.clear();
+        let mut u = self.unverified.lock();
+        u.extend(oids.iter().copied());
+        self.persist_unverified(&u);
+        drop(u);
+        self.reb.lock().settled.clear();
+        tracing::info!(
+            objects = oids.len(),
+            "local copies marked unverified: each is compared with the cluster's before use"
+        );
+    }
+
+    fn persist_unverified(&self, set: &HashSet<Oid>) {
+        let res = if set.is_empty() {
+            self.local
+                .remove(unverified_oid())
+                .and_then(|()| self.local.sync(&[unverified_oid()]))
+        } else {
+            let mut v: Vec<u64> = set.iter().map(|o| o.0).collect();
+            v.sort_unstable();
+            self.local.put_atomic(unverified_oid(), &encode_u64s(v))
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot store the list of unverified copies");
         }
-        for &oid in &oids {
-            let _g = self.locks.lock(oid);
-            if let Err(e) = self.local.remove(oid) {
-                tracing::warn!(%oid, error = %e, "discard: cannot remove a local copy");
+    }
+
+    fn is_unverified(&self, oid: Oid) -> bool {
+        let u = self.unverified.lock();
+        !u.is_empty() && u.contains(&oid)
+    }
+
+    fn mark_verified(&self, oid: Oid) {
+        let mut u = self.unverified.lock();
+        if u.remove(&oid) && u.is_empty() {
+            self.persist_unverified(&u);
+            tracing::info!("every unverified copy has been checked");
+        }
+    }
+
+    /// The copy of `oid` here cannot be trusted (its store failed): drop it and repair it
+    /// from a good copy in the background.
+    fn drop_bad_copy(&self, oid: Oid) {
+        tracing::warn!(%oid, "dropping a copy this host's store failed on");
+        if let Err(e) = self.local.remove(oid) {
+            tracing::warn!(%oid, error = %e, "cannot remove a bad copy");
+        }
+        {
+            let mut u = self.unverified.lock();
+            if u.insert(oid) {
+                self.persist_unverified(&u);
             }
         }
-        if let Err(e) = self.local.sync(&oids) {
-            tracing::warn!(error = %e, "discard: sync failed");
+        self.reb.lock().settled.remove(&oid);
+        self.spawn_repair(oid);
+    }
+
+    /// True when free space is below the reserve (looked at again at most once a second).
+    fn is_full(&self) -> bool {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.full_checked.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return self.full.load(Ordering::Relaxed);
         }
-        tracing::info!(objects = oids.len(), "discarded local data copies");
+        self.full_checked.store(now, Ordering::Relaxed);
+        let full = match self.local.stats() {
+            Ok(st) => {
+                let reserve = self
+                    .cfg
+                    .reserve
+                    .unwrap_or_else(|| (st.capacity / 50).clamp(16 << 20, 4 << 30));
+                st.capacity > 0 && st.free < reserve
+            }
+            Err(_) => false,
+        };
+        if full != self.full.swap(full, Ordering::Relaxed) {
+            if full {
+                tracing::warn!("store near full: taking no new objects nor copies");
+            } else {
+                tracing::info!("store no longer near full");
+            }
+        }
+        full
+    }
+
+    /// Waits for the bucket to allow `bytes` of recovery traffic; false if superseded.
+    fn throttle(&self, bytes: usize, epoch: u64) -> bool {
+        loop {
+            let wait = {
+                let mut b = self.bucket.lock();
+                let Some(rate) = b.rate else {
+                    return true;
+                };
+                let now = Instant::now();
+                let rate = rate as f64;
+                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
+                b.last = now;
+                if b.tokens >= 0.0 {
+                    b.tokens -= bytes as f64;
+                    return true;
+                }
+                Duration::from_secs_f64((-b.tokens / rate).min(0.1))
+            };
+            if self.superseded(epoch) {
+                return false;
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Waits while this host does not reach a quorum; an I/O error after `io_timeout`.
+    fn wait_quorum(&self, oid: Oid) -> Result<()> {
+        let Some(check) = self.quorum.read().clone() else {
+            return Ok(());
+        };
+        if check() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        while !check() {
+            if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
+                return Err(eio(
+                    oid,
+                    "this host does not reach a quorum of the cluster (partitioned away)",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     // ----- helpers -------------------------------------------------------------------------
@@ -515,8 +1013,8 @@ impl ReplicatedStore {
                 offset: 0,
                 len: 0,
             }),
-            Status::Corrupt => Outcome::Fail(Error::CorruptObject(oid)),
-            Status::Io => Outcome::Fail(eio(oid, format!("on a holder: {}", msg()))),
+            Status::Corrupt => Outcome::Bad(Error::CorruptObject(oid)),
+            Status::Io => Outcome::Bad(eio(oid, format!("on a holder: {}", msg()))),
             Status::BadRequest => Outcome::Fail(eio(oid, format!("refused: {}", msg()))),
             Status::Retry => Outcome::Transient(msg()),
         }
@@ -578,11 +1076,17 @@ impl ReplicatedStore {
             let mut hard = None;
             let mut ahead = None;
             let mut transient = None;
+            let mut bad = None;
+            let mut ok = 0usize;
             for o in outcomes {
                 match o {
-                    Outcome::Ok(..) => {}
+                    Outcome::Ok(..) => ok += 1,
                     Outcome::Fail(e) => {
                         hard.get_or_insert(e);
+                    }
+                    // That holder dropped its copy (its store failed); the others carry it.
+                    Outcome::Bad(e) => {
+                        bad.get_or_insert(e);
                     }
                     Outcome::Ahead(e) => ahead = Some(ahead.map_or(e, |a: u64| a.max(e))),
                     Outcome::Transient(m) => transient = Some(m),
@@ -594,6 +1098,12 @@ impl ReplicatedStore {
             }
             if let Some(e) = hard {
                 return Err(e);
+            }
+            if let Some(e) = bad {
+                if ok == 0 && transient.is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(%oid, error = %e, "a holder dropped its copy; the others have it");
             }
             let Some(msg) = transient else {
                 return Ok(());
@@ -624,10 +1134,17 @@ impl ReplicatedStore {
             }
             let mut ahead = None;
             let mut last = String::from("no holder");
+            let asked = hs.len();
+            let mut bad = Vec::new();
             for h in hs {
                 match one(&view, h) {
                     Outcome::Ok(v, b) => return Ok((v, b)),
                     Outcome::Fail(e) => return Err(e),
+                    Outcome::Bad(e) => {
+                        tracing::warn!(%oid, holder = %h, error = %e, "bad copy: trying the next holder");
+                        last = format!("member {h}: {e}");
+                        bad.push(e);
+                    }
                     Outcome::Ahead(e) => {
                         ahead = Some(e);
                         break;
@@ -638,6 +1155,10 @@ impl ReplicatedStore {
             if let Some(target) = ahead {
                 self.catch_up(oid, target, deadline)?;
                 continue;
+            }
+            if asked > 0 && bad.len() == asked {
+                // Every copy is bad: never serve one, never retry forever.
+                return Err(bad.swap_remove(0));
             }
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
                 return Err(eio(oid, format!("no holder answered: {last}")));
@@ -725,81 +1246,235 @@ impl ReplicatedStore {
     }
 
     fn lock_if_unsettled(&self, epoch: u64, oid: Oid) -> Option<OidGuard<'_>> {
-        self.unsettled(epoch).then(|| self.locks.lock(oid))
+        (self.unsettled(epoch) || self.is_unverified(oid)).then(|| self.locks.lock(oid))
     }
 
-    /// Makes the local copy of `oid` current before serving it: while rebalancing is
-    /// incomplete, an object missing here is fetched from a member that has it. The caller
-    /// holds the object's lock.
+    /// What this host's copy of `oid` is (no on-demand fetch).
+    fn copy_info(&self, oid: Oid) -> Result<CopyInfo> {
+        match self.local.meta(oid) {
+            Ok(meta) => Ok(CopyInfo {
+                state: if self.is_unverified(oid) {
+                    CopyState::Unverified
+                } else {
+                    CopyState::Good
+                },
+                meta,
+            }),
+            Err(Error::NotFound(_)) => Ok(CopyInfo::ABSENT),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks every other member of the view what its copy of `oid` is (in parallel).
+    fn survey(&self, view: &View, oid: Oid) -> Result<Vec<(NodeId, CopyInfo)>, SErr> {
+        let mut calls = Vec::new();
+        for m in view.placement.members() {
+            if *m == self.me {
+                continue;
+            }
+            let Some(addrs) = view.addrs.get(m) else {
+                return Err(SErr::Retry(format!("member {m} has no address")));
+            };
+            let call = self
+                .pool
+                .send(addrs, &self.header(Op::Have, oid, view.epoch), &[], false)
+                .map_err(|e| SErr::Retry(format!("probing member {m}: {e}")))?;
+            calls.push((*m, call));
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for (m, call) in calls {
+            let r = call
+                .recv(&self.pool, None)
+                .map_err(|e| SErr::Retry(format!("probing member {m}: {e}")))?;
+            if r.header.status != Status::Ok {
+                return Err(SErr::Retry(format!(
+                    "probing member {m}: {:?} at epoch {}",
+                    r.header.status, r.header.epoch
+                )));
+            }
+            out.push((m, CopyInfo::decode(r.header.value, &r.body)));
+        }
+        Ok(out)
+    }
+
+    /// Makes the local copy of `oid` current before serving it. While rebalancing is
+    /// incomplete, or when the local copy is unverified, the copies of every other member are
+    /// compared: a missing, older or (if unverified) different copy is replaced by the
+    /// freshest good one. The caller holds the object's lock.
     fn ensure_local(&self, view: &View, oid: Oid) -> Result<(), SErr> {
-        {
+        let unverified = self.is_unverified(oid);
+        if !unverified {
             let r = self.reb.lock();
             if r.epoch != view.epoch || r.complete() || r.settled.contains(&oid) {
                 return Ok(());
             }
         }
-        if self.local.exists(oid)? {
-            self.settle(view.epoch, oid);
-            return Ok(());
-        }
-        // Ask the previous holders first, then everyone else.
-        let copies = self.copies_of(oid);
-        let mut order: Vec<NodeId> = view
-            .prev
-            .as_ref()
-            .map(|p| p.holders(oid, copies))
-            .unwrap_or_default();
-        for m in view.placement.members() {
-            if !order.contains(m) {
-                order.push(*m);
-            }
-        }
-        order.retain(|m| *m != self.me && view.placement.contains(m));
-        for m in order {
-            let Some(addrs) = view.addrs.get(&m) else {
-                return Err(SErr::Retry(format!("member {m} has no address")));
-            };
-            let have = self
-                .pool
-                .call(addrs, &self.header(Op::Have, oid, view.epoch), &[], None)
-                .map_err(|e| SErr::Retry(format!("probing member {m}: {e}")))?;
-            if have.header.status != Status::Ok {
-                return Err(SErr::Retry(format!(
-                    "probing member {m}: {:?} at epoch {}",
-                    have.header.status, have.header.epoch
-                )));
-            }
-            if have.header.value == 0 {
-                continue;
-            }
-            let got = self
-                .pool
-                .call(addrs, &self.header(Op::Fetch, oid, view.epoch), &[], None)
-                .map_err(|e| SErr::Retry(format!("fetching from member {m}: {e}")))?;
-            if got.header.status != Status::Ok {
-                return Err(SErr::Retry(format!(
-                    "fetching from member {m}: {:?}",
-                    got.header.status
-                )));
-            }
-            let (extents, data) =
-                decode_image(&got.body).map_err(|e| SErr::Retry(format!("member {m}: {e}")))?;
-            self.fenced(view.epoch, || {
-                if !self.local.exists(oid)? {
-                    self.write_image(oid, &extents, data)?;
+        let mine = match self.local.meta(oid) {
+            Ok(m) => Some(m),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let infos = self.survey(view, oid)?;
+        let best = freshest(&infos, mine);
+        match (mine, best) {
+            // A good copy is kept unless a newer one exists; an unverified one only if it is
+            // the freshest exactly (a newer unverified copy holds a write never acknowledged).
+            (Some(m), Some((_, b))) if (!unverified && b.version <= m.version) || b == m => {
+                if unverified {
+                    self.count_kept(oid);
                 }
-                Ok(())
-            })?;
-            self.settle(view.epoch, oid);
-            let mut r = self.reb.lock();
-            r.counters.pulled += 1;
-            r.counters.pulled_bytes += data.len() as u64;
-            tracing::debug!(%oid, from = %m, "fetched an object on demand");
-            return Ok(());
+            }
+            (Some(_), None) if unverified => {
+                tracing::info!(%oid, "an unverified copy is the only one left: kept");
+                self.count_kept(oid);
+            }
+            (_, Some(_)) => {
+                let n = self.fetch_replace(view, oid, &infos, mine)?;
+                let mut r = self.reb.lock();
+                r.counters.pulled += 1;
+                r.counters.pulled_bytes += n;
+                drop(r);
+                self.totals.lock().received_bytes += n;
+            }
+            (_, None) => {} // nobody has it: it does not exist yet
         }
-        // Nobody has it: it does not exist yet.
+        self.mark_verified(oid);
         self.settle(view.epoch, oid);
         Ok(())
+    }
+
+    fn count_kept(&self, oid: Oid) {
+        let bytes = self.local.allocated(oid).unwrap_or(0);
+        let mut r = self.reb.lock();
+        r.counters.kept += 1;
+        r.counters.kept_bytes += bytes;
+    }
+
+    /// Replaces the local copy of `oid` by the freshest good copy among `infos` (trying the
+    /// next one if a source's copy turns out bad). Returns the data bytes copied. The caller
+    /// holds the object's lock.
+    fn fetch_replace(
+        &self,
+        view: &View,
+        oid: Oid,
+        infos: &[(NodeId, CopyInfo)],
+        mine: Option<ObjectMeta>,
+    ) -> Result<u64, SErr> {
+        let mut left: Vec<(NodeId, CopyInfo)> = infos.to_vec();
+        let mut last = String::from("no good copy");
+        while let Some((src, _)) = freshest(&left, mine) {
+            left.retain(|(n, _)| *n != src);
+            let Some(addrs) = view.addrs.get(&src) else {
+                continue;
+            };
+            let got = match self
+                .pool
+                .call(addrs, &self.header(Op::Fetch, oid, view.epoch), &[], None)
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    last = format!("fetching from member {src}: {e}");
+                    continue;
+                }
+            };
+            if got.header.status != Status::Ok {
+                last = format!("fetching from member {src}: {:?}", got.header.status);
+                continue;
+            }
+            let (extents, data) =
+                decode_image(&got.body).map_err(|e| SErr::Retry(format!("member {src}: {e}")))?;
+            let version = got.header.value;
+            let res = self.fenced(view.epoch, || {
+                self.local.remove(oid)?;
+                self.write_image(oid, &extents, data)?;
+                self.local.set_version(oid, version)?;
+                self.local.sync(&[oid])
+            });
+            match res {
+                Ok(()) => {}
+                Err(SErr::Store(e)) if !matches!(e, Error::NoSpace) => {
+                    self.drop_bad_copy(oid);
+                    return Err(SErr::Store(e));
+                }
+                Err(e) => return Err(e),
+            }
+            tracing::debug!(%oid, from = %src, version, "made the local copy current");
+            return Ok(data.len() as u64);
+        }
+        Err(SErr::Retry(format!("cannot make {oid} current: {last}")))
+    }
+
+    /// Repairs the local copy of `oid` from a good copy, in the background.
+    fn spawn_repair(&self, oid: Oid) {
+        if !self.repairing.lock().insert(oid) {
+            return;
+        }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("sheep-repair".into())
+            .spawn(move || {
+                let mut attempt = 0u32;
+                let deadline = Instant::now() + this.cfg.io_timeout;
+                loop {
+                    let view = this.current_view();
+                    let res = {
+                        let _g = this.locks.lock(oid);
+                        this.repair_once(&view, oid)
+                    };
+                    match res {
+                        Ok(true) => {
+                            this.totals.lock().repaired += 1;
+                            tracing::info!(%oid, "repaired a bad copy from a good one");
+                            break;
+                        }
+                        Ok(false) => break,
+                        Err(e) => {
+                            if Instant::now() >= deadline || this.stopped.load(Ordering::SeqCst) {
+                                tracing::warn!(%oid, error = %e, "cannot repair a bad copy");
+                                break;
+                            }
+                            this.backoff(attempt, view.epoch, deadline);
+                            attempt = attempt.saturating_add(1);
+                        }
+                    }
+                }
+                this.repairing.lock().remove(&oid);
+            });
+        if let Err(e) = spawned {
+            self.repairing.lock().remove(&oid);
+            tracing::error!(error = %e, "cannot start a repair");
+        }
+    }
+
+    fn repair_once(&self, view: &View, oid: Oid) -> Result<bool, String> {
+        if !self.holders(view, oid).contains(&self.me) {
+            // Not ours to keep: drop it, the holders have theirs.
+            let _ = self.fenced(view.epoch, || self.local.remove(oid));
+            self.mark_verified(oid);
+            return Ok(false);
+        }
+        let infos = self.survey(view, oid).map_err(|e| self.serr_text(e))?;
+        if freshest(&infos, None).is_none() {
+            return Err("no good copy on another member".into());
+        }
+        let n = self
+            .fetch_replace(view, oid, &infos, None)
+            .map_err(|e| self.serr_text(e))?;
+        self.totals.lock().received_bytes += n;
+        self.mark_verified(oid);
+        self.settle(view.epoch, oid);
+        Ok(true)
+    }
+
+    fn serr_text(&self, e: SErr) -> String {
+        match e {
+            SErr::Store(e) => e.to_string(),
+            SErr::Epoch(ep) => format!("epoch moved to {ep}"),
+            SErr::Retry(m) => m,
+            SErr::Bad(m) => m.to_string(),
+        }
     }
 
     fn write_image(&self, oid: Oid, extents: &[Range<u64>], data: &[u8]) -> Result<()> {
@@ -844,7 +1519,12 @@ impl ReplicatedStore {
         let view = self.view_at(epoch)?;
         let _g = self.lock_if_unsettled(epoch, oid);
         self.ensure_local(&view, oid)?;
-        self.fenced(epoch, || self.local.read(oid, offset, buf))
+        let res = self.fenced(epoch, || self.local.read(oid, offset, buf));
+        if let Err(SErr::Store(Error::CorruptObject(_) | Error::Io { .. })) = &res {
+            tracing::warn!(%oid, "bad local copy: not served, repairing it");
+            self.spawn_repair(oid);
+        }
+        res
     }
 
     /// A local change: lock, make current, apply under the fence, mark settled.
@@ -859,9 +1539,25 @@ impl ReplicatedStore {
         if ensure {
             self.ensure_local(view, oid)?;
         }
-        let r = self.fenced(view.epoch, f)?;
+        let r = match self.fenced(view.epoch, f) {
+            Ok(r) => r,
+            Err(SErr::Store(e @ (Error::Io { .. } | Error::CorruptObject(_)))) => {
+                // This copy can no longer be trusted; the other holders carry the change.
+                self.drop_bad_copy(oid);
+                return Err(SErr::Store(e));
+            }
+            Err(e) => return Err(e),
+        };
         self.settle(view.epoch, oid);
         Ok(r)
+    }
+
+    /// Refuses to create a new local object while the store is near full.
+    fn room_for(&self, oid: Oid) -> Result<()> {
+        if self.is_full() && !self.local.exists(oid)? {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
     }
 
     fn serve_copy(&self, view: &View, src: Oid, dst: Oid) -> Result<u64, SErr> {
@@ -873,7 +1569,12 @@ impl ReplicatedStore {
                 let _g = self.lock_if_unsettled(view.epoch, src);
                 self.ensure_local(view, src)?;
             }
-            self.serve_change(view, dst, false, || self.local.copy(src, dst))?;
+            self.serve_change(view, dst, false, || {
+                self.room_for(dst)?;
+                self.local.copy(src, dst)?;
+                self.local.set_version(dst, view.epoch)
+            })?;
+            self.mark_verified(dst);
             return Ok(0);
         }
         // Not a holder of the source: fetch its data from one.
@@ -889,9 +1590,12 @@ impl ReplicatedStore {
                     let (extents, data) = decode_image(&resp.body)
                         .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
                     self.serve_change(view, dst, false, || {
+                        self.room_for(dst)?;
                         self.local.remove(dst)?;
-                        self.write_image(dst, &extents, data)
+                        self.write_image(dst, &extents, data)?;
+                        self.local.set_version(dst, view.epoch)
                     })?;
+                    self.mark_verified(dst);
                     return Ok(0);
                 }
                 Ok(resp) if resp.header.status == Status::NotFound => {
@@ -936,17 +1640,25 @@ impl ReplicatedStore {
             }
             Op::Write => {
                 range(req.a, body.len() as u64)?;
-                self.serve_change(&view, oid, true, || self.local.write(oid, req.a, body))?;
+                self.serve_change(&view, oid, true, || {
+                    self.room_for(oid)?;
+                    self.local.write(oid, req.a, body)?;
+                    self.local.set_version(oid, view.epoch)
+                })?;
                 Ok(0)
             }
             Op::Copy => self.serve_copy(&view, Oid(req.a), oid),
             Op::Punch => {
                 range(req.a, req.b)?;
-                self.serve_change(&view, oid, true, || self.local.punch(oid, req.a, req.b))?;
+                self.serve_change(&view, oid, true, || {
+                    self.local.punch(oid, req.a, req.b)?;
+                    self.local.set_version(oid, view.epoch)
+                })?;
                 Ok(0)
             }
             Op::Remove => {
                 self.serve_change(&view, oid, false, || self.local.remove(oid))?;
+                self.mark_verified(oid);
                 Ok(0)
             }
             Op::Exists | Op::Extents | Op::Allocated => {
@@ -968,31 +1680,82 @@ impl ReplicatedStore {
                     .into_iter()
                     .map(Oid)
                     .collect();
-                self.local.sync(&oids)?;
+                if let Err(e) = self.local.sync(&oids) {
+                    // Writes may be lost from these copies: they can no longer be trusted.
+                    if !matches!(e, Error::NotFound(_)) {
+                        for &o in &oids {
+                            self.drop_bad_copy(o);
+                        }
+                    }
+                    return Err(e.into());
+                }
                 Ok(0)
             }
-            Op::PutIfAbsent => {
+            Op::Put => {
                 let (extents, data) = decode_image(body).map_err(|_| SErr::Bad("object image"))?;
+                let version = req.b;
+                let pushed = ObjectMeta {
+                    version,
+                    digest: req.a,
+                };
+                let force = req.flags & FLAG_FORCE != 0;
                 let _g = self.locks.lock(oid);
-                let created = self.fenced(view.epoch, || {
-                    let settled = self.reb.lock().settled.contains(&oid);
-                    if settled || self.local.exists(oid)? {
-                        return Ok(false);
+                let stored = self.fenced(view.epoch, || {
+                    if !force {
+                        if self.reb.lock().settled.contains(&oid) {
+                            return Ok(false);
+                        }
+                        match self.copy_info(oid)? {
+                            CopyInfo {
+                                state: CopyState::Good,
+                                meta,
+                            } if meta.version >= version => return Ok(false),
+                            CopyInfo {
+                                state: CopyState::Unverified,
+                                meta,
+                            } if meta == pushed => {
+                                // The unverified copy is the pushed one exactly: keep it.
+                                self.count_kept(oid);
+                                self.mark_verified(oid);
+                                return Ok(false);
+                            }
+                            CopyInfo {
+                                state: CopyState::Absent,
+                                ..
+                            } if self.is_full() => return Err(Error::NoSpace),
+                            _ => {}
+                        }
                     }
+                    self.local.remove(oid)?;
                     self.write_image(oid, &extents, data)?;
+                    self.local.set_version(oid, version)?;
                     self.local.sync(&[oid])?;
                     Ok(true)
                 })?;
-                self.settle(view.epoch, oid);
-                Ok(u64::from(created))
+                if stored {
+                    self.mark_verified(oid);
+                    self.settle(view.epoch, oid);
+                    let mut r = self.reb.lock();
+                    r.counters.received += 1;
+                    r.counters.received_bytes += data.len() as u64;
+                    drop(r);
+                    self.totals.lock().received_bytes += data.len() as u64;
+                }
+                Ok(u64::from(stored))
             }
-            Op::Have if body.is_empty() => Ok(u64::from(self.local.exists(oid)?)),
+            Op::Have if body.is_empty() => {
+                let info = self.copy_info(oid)?;
+                out.clear();
+                info.encode(out);
+                out.remove(0);
+                Ok(info.state as u64)
+            }
             Op::Have => {
-                // A batch: one byte per listed object.
+                // A batch: one entry per listed object.
                 let oids = decode_u64s(body).map_err(|_| SErr::Bad("have list"))?;
                 out.clear();
                 for o in oids {
-                    out.push(u8::from(self.local.exists(Oid(o))?));
+                    self.copy_info(Oid(o))?.encode(out);
                 }
                 Ok(0)
             }
@@ -1000,10 +1763,41 @@ impl ReplicatedStore {
                 let _g = self.locks.lock(oid);
                 if req.flags & FLAG_AS_HOLDER != 0 {
                     self.ensure_local(&view, oid)?;
+                } else if self.is_unverified(oid) {
+                    return Err(SErr::Retry(format!("the copy of {oid} here is unverified")));
                 }
-                let img = self.read_image(oid)?;
+                let version = match self.local.meta(oid) {
+                    Ok(m) => m.version,
+                    Err(e) => return Err(e.into()),
+                };
+                let img = match self.read_image(oid) {
+                    Ok(img) => img,
+                    Err(e @ (Error::CorruptObject(_) | Error::Io { .. })) => {
+                        self.spawn_repair(oid);
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 *out = img.encode().ok_or(SErr::Store(Error::CorruptObject(oid)))?;
-                Ok(0)
+                Ok(version)
+            }
+            Op::Verify => {
+                let _g = self.locks.lock(oid);
+                let info = match self.local.verify(oid) {
+                    Ok(()) => self.copy_info(oid)?,
+                    Err(Error::NotFound(_)) => CopyInfo::ABSENT,
+                    Err(e) => {
+                        tracing::warn!(%oid, error = %e, "check: bad copy");
+                        CopyInfo {
+                            state: CopyState::Bad,
+                            meta: self.local.meta(oid).unwrap_or_default(),
+                        }
+                    }
+                };
+                out.clear();
+                info.encode(out);
+                out.remove(0);
+                Ok(info.state as u64)
             }
             Op::RebalanceDone => Ok(0),
         }
@@ -1058,15 +1852,20 @@ impl ReplicatedStore {
         };
         // Each host walks in its own order, so hosts holding the same object rarely push it
         // to the same new holder at the same time.
+        // Unverified copies first: until checked, they are neither served nor pushed.
         let salt = crate::placement::vnode_hash(&self.me, u64::MAX);
-        oids.sort_by_key(|o| mix64(o.0 ^ salt));
-        self.reb.lock().counters.pending = oids.len() as u64;
+        oids.sort_by_key(|o| (!self.is_unverified(*o), mix64(o.0 ^ salt)));
+        {
+            let mut r = self.reb.lock();
+            r.counters.pending = oids.len() as u64;
+            r.counters.to_check = oids.len() as u64;
+        }
         for batch in oids.chunks(WALK_BATCH) {
-            let Some(missing) = self.probe_batch(&view, batch) else {
+            let Some(infos) = self.probe_batch(&view, batch) else {
                 return;
             };
-            for (oid, lacking) in batch.iter().zip(missing) {
-                if !self.rebalance_one(&view, *oid, &lacking) {
+            for (oid, infos) in batch.iter().zip(infos) {
+                if !self.rebalance_one(&view, *oid, &infos) {
                     return;
                 }
                 let mut r = self.reb.lock();
@@ -1132,23 +1931,20 @@ impl ReplicatedStore {
         }
     }
 
-    /// Asks each new holder which objects of `batch` it lacks (one `Have` list per holder).
-    /// Returns, per object, the new holders (other than this host) that lack it; `None` if
-    /// the epoch changed meanwhile.
-    fn probe_batch(&self, view: &View, batch: &[Oid]) -> Option<Vec<Vec<NodeId>>> {
-        let mut per_node: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
-        for (i, oid) in batch.iter().enumerate() {
-            for h in self.holders(view, *oid) {
-                if h != self.me {
-                    per_node.entry(h).or_default().push(i);
-                }
-            }
-        }
-        let mut missing: Vec<Vec<NodeId>> = vec![Vec::new(); batch.len()];
-        for (node, idxs) in per_node {
-            let body = encode_u64s(idxs.iter().map(|&i| batch[i].0));
-            let mut req = self.header(Op::Have, Oid(0), view.epoch);
-            req.flags = 0;
+    /// Asks every other member what its copy of each object of `batch` is (one `Have` list
+    /// per member). `None` if the epoch changed meanwhile.
+    fn probe_batch(&self, view: &View, batch: &[Oid]) -> Option<Vec<Vec<(NodeId, CopyInfo)>>> {
+        let mut out: Vec<Vec<(NodeId, CopyInfo)>> = vec![Vec::new(); batch.len()];
+        let body = encode_u64s(batch.iter().map(|o| o.0));
+        let others: Vec<NodeId> = view
+            .placement
+            .members()
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
+        for node in others {
+            let req = self.header(Op::Have, Oid(0), view.epoch);
             let mut attempt = 0u32;
             let have = loop {
                 if self.superseded(view.epoch) {
@@ -1156,7 +1952,10 @@ impl ReplicatedStore {
                 }
                 let addrs = view.addrs.get(&node).map(Vec::as_slice).unwrap_or(&[]);
                 match self.pool.call(addrs, &req, &body, None) {
-                    Ok(r) if r.header.status == Status::Ok && r.body.len() == idxs.len() => {
+                    Ok(r)
+                        if r.header.status == Status::Ok
+                            && r.body.len() == batch.len() * HAVE_ENTRY =>
+                    {
                         break r.body
                     }
                     Ok(r) => {
@@ -1167,20 +1966,90 @@ impl ReplicatedStore {
                 self.backoff(attempt, view.epoch, Instant::now() + Duration::from_secs(1));
                 attempt = attempt.saturating_add(1);
             };
-            for (&i, &h) in idxs.iter().zip(have.iter()) {
-                if h == 0 {
-                    missing[i].push(node);
-                }
+            for (i, e) in have.chunks_exact(HAVE_ENTRY).enumerate() {
+                out[i].push((node, CopyInfo::decode(u64::from(e[0]), &e[1..])));
             }
         }
-        Some(missing)
+        Some(out)
     }
 
-    /// Pushes one local object to the new holders that lack it and drops the local copy if
-    /// this host no longer holds it. Returns false if the epoch changed (walk abandoned).
-    fn rebalance_one(&self, view: &View, oid: Oid, lacking: &[NodeId]) -> bool {
-        let mut image: Option<Image> = None;
-        for &t in lacking {
+    /// Recovers one local object: makes or drops a stale or unverified local copy, pushes it
+    /// to the holders that lack it (or hold an older or unverified copy) and drops the local
+    /// copy once every holder has it, if this host no longer holds it. Returns false if the
+    /// epoch changed (walk abandoned).
+    fn rebalance_one(&self, view: &View, oid: Oid, infos: &[(NodeId, CopyInfo)]) -> bool {
+        let mine = match self.copy_info(oid) {
+            Ok(i) if i.state == CopyState::Absent => return true,
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(%oid, error = %e, "rebalance: cannot look at a local copy");
+                return true;
+            }
+        };
+        let holders = self.holders(view, oid);
+        let i_hold = holders.contains(&self.me);
+        let unverified = mine.state == CopyState::Unverified;
+        let current = match freshest(infos, Some(mine.meta)) {
+            None => true,
+            Some((_, b)) if unverified => b == mine.meta,
+            Some((_, b)) => b.version <= mine.meta.version,
+        };
+        if !current {
+            let _g = self.locks.lock(oid);
+            if self.reb.lock().settled.contains(&oid) {
+                return true; // made current meanwhile (a write or a fetch of this epoch)
+            }
+            if i_hold {
+                let bytes = usize::try_from(self.local.allocated(oid).unwrap_or(0)).unwrap_or(usize::MAX);
+                if !self.throttle(bytes, view.epoch) {
+                    return false;
+                }
+                match self.fetch_replace(view, oid, infos, Some(mine.meta)) {
+                    Ok(n) => {
+                        self.mark_verified(oid);
+                        self.settle(view.epoch, oid);
+                        let mut r = self.reb.lock();
+                        r.counters.pulled += 1;
+                        r.counters.pulled_bytes += n;
+                        drop(r);
+                        self.totals.lock().received_bytes += n;
+                    }
+                    Err(SErr::Epoch(_)) => return false,
+                    Err(e) => {
+                        // Left for the on-demand path (the copy stays unverified or stale
+                        // copies are still compared there while rebalancing).
+                        tracing::debug!(%oid, error = %self.serr_text(e), "rebalance: cannot refresh a stale copy");
+                    }
+                }
+            } else {
+                match self.fenced(view.epoch, || self.local.remove(oid)) {
+                    Ok(()) => {
+                        self.mark_verified(oid);
+                        self.reb.lock().counters.dropped += 1;
+                    }
+                    Err(SErr::Epoch(_)) => return false,
+                    Err(_) => {}
+                }
+            }
+            return true;
+        }
+        if unverified {
+            self.count_kept(oid);
+            self.mark_verified(oid);
+        }
+        let mut image: Option<(Image, ObjectMeta)> = None;
+        let mut all_confirmed = true;
+        for &t in holders.iter().filter(|h| **h != self.me) {
+            let info = infos
+                .iter()
+                .find(|(n, _)| *n == t)
+                .map_or(CopyInfo::ABSENT, |(_, i)| *i);
+            if (info.good() && info.meta.version >= mine.meta.version)
+                || (info.state == CopyState::Unverified && info.meta == mine.meta)
+            {
+                // Current, or an unverified copy that will find itself current.
+                continue;
+            }
             let mut attempt = 0u32;
             loop {
                 if self.superseded(view.epoch) {
@@ -1190,6 +2059,11 @@ impl ReplicatedStore {
                     Push::Confirmed => break,
                     // Removed here meanwhile: a removal reached the holders, nothing to move.
                     Push::Gone => return true,
+                    Push::Full => {
+                        self.reb.lock().counters.skipped_full += 1;
+                        all_confirmed = false;
+                        break;
+                    }
                     Push::Retry(msg) => {
                         tracing::debug!(%oid, to = %t, reason = %msg, "rebalance push retry");
                         self.backoff(attempt, view.epoch, Instant::now() + Duration::from_secs(1));
@@ -1198,7 +2072,7 @@ impl ReplicatedStore {
                 }
             }
         }
-        if !self.holders(view, oid).contains(&self.me) {
+        if !i_hold && all_confirmed {
             let _g = self.locks.lock(oid);
             let res = self.fenced(view.epoch, || {
                 let bytes = self.local.allocated(oid)?;
@@ -1221,32 +2095,53 @@ impl ReplicatedStore {
         true
     }
 
-    /// Creates `oid` on `to` unless it exists there (the image is read once, lazily).
-    fn push_to(&self, view: &View, to: NodeId, oid: Oid, image: &mut Option<Image>) -> Push {
+    /// Stores `oid` on `to` unless it has it at this version or newer (the image and its
+    /// version are read once, lazily).
+    fn push_to(
+        &self,
+        view: &View,
+        to: NodeId,
+        oid: Oid,
+        image: &mut Option<(Image, ObjectMeta)>,
+    ) -> Push {
         let Some(addrs) = view.addrs.get(&to) else {
             return Push::Retry("no address".into());
         };
         if image.is_none() {
             let _g = self.locks.lock(oid);
-            match self.read_image(oid) {
-                Ok(img) => *image = Some(img),
+            if self.is_unverified(oid) {
+                return Push::Gone;
+            }
+            let version = match self.local.meta(oid) {
+                Ok(m) => m,
                 Err(Error::NotFound(_)) => return Push::Gone,
+                Err(e) => return Push::Retry(e.to_string()),
+            };
+            match self.read_image(oid) {
+                Ok(img) => *image = Some((img, version)),
+                Err(Error::NotFound(_)) => return Push::Gone,
+                Err(e @ (Error::CorruptObject(_) | Error::Io { .. })) => {
+                    drop(_g);
+                    self.spawn_repair(oid);
+                    return Push::Retry(e.to_string());
+                }
                 Err(e) => return Push::Retry(e.to_string()),
             }
         }
-        let Some(img) = image.as_ref() else {
+        let Some((img, version)) = image.as_ref() else {
             return Push::Gone;
         };
         let Some(body) = img.encode() else {
             tracing::warn!(%oid, "rebalance: object image too large to send");
             return Push::Gone;
         };
-        match self.pool.call(
-            addrs,
-            &self.header(Op::PutIfAbsent, oid, view.epoch),
-            &body,
-            None,
-        ) {
+        if !self.throttle(img.data.len(), view.epoch) {
+            return Push::Retry("epoch changed".into());
+        }
+        let mut req = self.header(Op::Put, oid, view.epoch);
+        req.a = version.digest;
+        req.b = version.version;
+        match self.pool.call(addrs, &req, &body, None) {
             Ok(r) if r.header.status == Status::Ok => {
                 if r.header.value == 1 {
                     let mut rb = self.reb.lock();
@@ -1255,6 +2150,7 @@ impl ReplicatedStore {
                 }
                 Push::Confirmed
             }
+            Ok(r) if r.header.status == Status::NoSpace => Push::Full,
             Ok(r) => Push::Retry(format!(
                 "{:?}: {}",
                 r.header.status,
@@ -1268,6 +2164,8 @@ impl ReplicatedStore {
 enum Push {
     Confirmed,
     Gone,
+    /// The target is near full and takes no new copies.
+    Full,
     Retry(String),
 }
 
@@ -1282,6 +2180,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.read(oid, offset, buf);
         }
+        self.wait_quorum(oid)?;
         if !in_object(offset, buf.len() as u64) {
             return Err(Error::OutOfRange {
                 oid,
@@ -1321,6 +2220,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.write(oid, offset, data);
         }
+        self.wait_quorum(oid)?;
         if !in_object(offset, data.len() as u64) {
             return Err(Error::OutOfRange {
                 oid,
@@ -1342,6 +2242,7 @@ impl ObjectStore for ReplicatedStore {
         match (is_data(src), is_data(dst)) {
             (false, false) => self.local.copy(src, dst),
             (true, true) => {
+                self.wait_quorum(dst)?;
                 let mut req = self.header(Op::Copy, dst, 0);
                 req.a = src.0;
                 self.fan_out(dst, self.single(dst, req))
@@ -1360,6 +2261,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.punch(oid, offset, len);
         }
+        self.wait_quorum(oid)?;
         if !in_object(offset, len) {
             return Err(Error::OutOfRange { oid, offset, len });
         }
@@ -1373,6 +2275,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.remove(oid);
         }
+        self.wait_quorum(oid)?;
         let req = self.header(Op::Remove, oid, 0);
         self.fan_out(oid, self.single(oid, req))
     }
@@ -1381,6 +2284,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.exists(oid);
         }
+        self.wait_quorum(oid)?;
         Ok(self.ask(Op::Exists, oid)?.0 != 0)
     }
 
@@ -1400,6 +2304,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.extents(oid);
         }
+        self.wait_quorum(oid)?;
         let (_, body) = self.ask(Op::Extents, oid)?;
         decode_extents(&body).map_err(|e| eio(oid, format!("extents from a holder: {e}")))
     }
@@ -1408,6 +2313,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.allocated(oid);
         }
+        self.wait_quorum(oid)?;
         Ok(self.ask(Op::Allocated, oid)?.0)
     }
 
@@ -1419,6 +2325,7 @@ impl ObjectStore for ReplicatedStore {
         if data.is_empty() {
             return Ok(());
         }
+        self.wait_quorum(data[0])?;
         let req = self.header(Op::Sync, Oid(0), 0);
         self.fan_out(data[0], |view| {
             let mut groups: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
@@ -1462,6 +2369,44 @@ impl ObjectStore for ReplicatedStore {
 
     fn stats(&self) -> Result<StoreStats> {
         self.local.stats()
+    }
+
+    fn meta(&self, oid: Oid) -> Result<ObjectMeta> {
+        if !is_data(oid) {
+            return self.local.meta(oid);
+        }
+        self.wait_quorum(oid)?;
+        let (state, body) = self.ask(Op::Have, oid)?;
+        let info = CopyInfo::decode(state, &body);
+        match info.state {
+            CopyState::Absent => Err(Error::NotFound(oid)),
+            _ => Ok(info.meta),
+        }
+    }
+
+    fn set_version(&self, oid: Oid, version: u64) -> Result<()> {
+        if !is_data(oid) {
+            return self.local.set_version(oid, version);
+        }
+        Err(Error::Io {
+            oid,
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the version of a replicated data object is its epoch",
+            ),
+        })
+    }
+
+    fn verify(&self, oid: Oid) -> Result<()> {
+        if !is_data(oid) {
+            return self.local.verify(oid);
+        }
+        let rep = self.check_object(oid, false)?;
+        if rep.copies == 0 || rep.good == rep.copies {
+            Ok(())
+        } else {
+            Err(Error::CorruptObject(oid))
+        }
     }
 }
 

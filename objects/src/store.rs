@@ -15,6 +15,16 @@ pub struct StoreStats {
     pub used: u64,
 }
 
+/// What one copy of an object says about itself: enough to compare copies without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ObjectMeta {
+    /// The epoch of the copy's last change, as last given to `set_version` (0 if never set).
+    pub version: u64,
+    /// Digest of the content: equal content (holes read as zeros) gives an equal digest on any
+    /// store; computed from the per-block checksums, without reading the data.
+    pub digest: u64,
+}
+
 /// A store of sparse objects, addressed by [`Oid`].
 ///
 /// Objects are sparse: ranges never written read as zeros and take no space. Writes create the
@@ -60,4 +70,13 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Returns capacity, free and used space.
     fn stats(&self) -> Result<StoreStats>;
+
+    /// The version and digest of `oid`; `Error::NotFound` if absent.
+    fn meta(&self, oid: Oid) -> Result<ObjectMeta>;
+
+    /// Records the version of `oid` (durable with the object's next `sync`); `NotFound` if absent.
+    fn set_version(&self, oid: Oid, version: u64) -> Result<()>;
+
+    /// Reads all of `oid` and checks every block against its checksum.
+    fn verify(&self, oid: Oid) -> Result<()>;
 }

@@ -32,6 +32,10 @@ pub const MAX_BODY: usize = OBJECT_BYTES + MAX_EXTENTS * 16 + 4;
 pub const MAX_EXTENTS: usize = OBJECT_BYTES / 4096;
 /// Flag of [`Op::Fetch`]: the server is a holder and must first make its copy current.
 pub const FLAG_AS_HOLDER: u8 = 1;
+/// Flag of [`Op::Put`]: replace the copy whatever its version (a repair by `check`).
+pub const FLAG_FORCE: u8 = 2;
+/// Length of one object's answer in a batched [`Op::Have`]: state `u8`, version, digest.
+pub const HAVE_ENTRY: usize = 17;
 
 /// Request kinds. The meaning of `oid`, `a` and `b` is given per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +58,20 @@ pub enum Op {
     Allocated = 8,
     /// Sync the objects listed in the body (`u64` oids).
     Sync = 9,
-    /// Create `oid` from the object image in the body unless it exists (value 1 if created).
-    PutIfAbsent = 10,
-    /// Does this host have a copy of `oid` right now (value 0/1); no on-demand fetch.
+    /// Store the object image in the body as `oid` at version `b`, if the local copy is
+    /// absent, unverified or older (always with [`FLAG_FORCE`]); value 1 if stored.
+    Put = 10,
+    /// What this host's copy of `oid` is right now, without on-demand fetch: value = state
+    /// (0 absent, 1 good, 2 unverified), body = version `u64`, digest `u64`. With a body (a
+    /// list of `u64` oids), one [`HAVE_ENTRY`] per listed object instead.
     Have = 11,
-    /// The object image of `oid` (its extent table, then their bytes).
+    /// The object image of `oid` (its extent table, then their bytes); value = its version.
     Fetch = 12,
     /// The sender finished rebalancing for epoch `a`.
     RebalanceDone = 13,
+    /// Read and check the whole local copy of `oid` against its checksums: value = state
+    /// (0 absent, 1 good, 2 unverified, 3 bad), body = version `u64`, digest `u64`.
+    Verify = 14,
 }
 
 impl Op {
@@ -76,10 +86,11 @@ impl Op {
             7 => Op::Extents,
             8 => Op::Allocated,
             9 => Op::Sync,
-            10 => Op::PutIfAbsent,
+            10 => Op::Put,
             11 => Op::Have,
             12 => Op::Fetch,
             13 => Op::RebalanceDone,
+            14 => Op::Verify,
             _ => return None,
         })
     }
@@ -320,7 +331,7 @@ pub fn decode_extents(body: &[u8]) -> Result<Vec<Range<u64>>, FrameError> {
     Ok(out)
 }
 
-/// An object's data extents and their bytes: the body of `PutIfAbsent` and `Fetch`.
+/// An object's data extents and their bytes: the body of `Put` and `Fetch`.
 ///
 /// ```text
 /// count u32 | count x (start u64, len u64) | the extents' bytes, in order

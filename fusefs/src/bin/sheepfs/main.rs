@@ -330,7 +330,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         Arc::new(ClusterLog::new(cluster.clone())),
     ));
     copies.attach(&pool);
-    let members = Arc::new(Mutex::new(Membership::new(me, !restored.is_empty())));
+    let members = Arc::new(Mutex::new(Membership::new(me)));
     for e in &restored {
         cluster::apply(e, false, &pool, &store, &members);
     }
