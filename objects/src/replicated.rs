@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::net::client::{NetError, Pool, Response};
 use crate::net::proto::{
     decode_extents, decode_image, decode_u64s, encode_u64s, in_object, Image, Op, ReqHeader,
-    Status, FLAG_AS_HOLDER, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
+    Status, FLAG_AS_HOLDER, FLAG_EXISTING, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
 };
 use crate::net::server::{Handler, Reply, Server};
 use crate::oid::{ObjectKind, Oid, Vid, OBJECT_BYTES};
@@ -1640,6 +1640,16 @@ impl ReplicatedStore {
             }
             Op::Write => {
                 range(req.a, body.len() as u64)?;
+                let existing = req.flags & FLAG_EXISTING != 0;
+                if existing {
+                    let _g = self.lock_if_unsettled(view.epoch, oid);
+                    self.ensure_local(&view, oid)?;
+                    if !self.local.exists(oid)? {
+                        // An allocated object no reachable member has: never recreate it
+                        // empty (its copies may come back); the writer gets EIO in the end.
+                        return Err(SErr::Retry(format!("{oid} has no copy here nor on any member")));
+                    }
+                }
                 self.serve_change(&view, oid, true, || {
                     self.room_for(oid)?;
                     self.local.write(oid, req.a, body)?;
@@ -2217,25 +2227,11 @@ impl ObjectStore for ReplicatedStore {
     }
 
     fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<()> {
-        if !is_data(oid) {
-            return self.local.write(oid, offset, data);
-        }
-        self.wait_quorum(oid)?;
-        if !in_object(offset, data.len() as u64) {
-            return Err(Error::OutOfRange {
-                oid,
-                offset,
-                len: data.len() as u64,
-            });
-        }
-        let mut req = self.header(Op::Write, oid, 0);
-        req.a = offset;
-        self.fan_out(oid, |view| {
-            self.holders(view, oid)
-                .into_iter()
-                .map(|n| (n, req, Cow::Borrowed(data)))
-                .collect()
-        })
+        self.write_flagged(oid, offset, data, 0)
+    }
+
+    fn write_existing(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_flagged(oid, offset, data, FLAG_EXISTING)
     }
 
     fn copy(&self, src: Oid, dst: Oid) -> Result<()> {
@@ -2411,6 +2407,30 @@ impl ObjectStore for ReplicatedStore {
 }
 
 impl ReplicatedStore {
+    fn write_flagged(&self, oid: Oid, offset: u64, data: &[u8], flags: u8) -> Result<()> {
+        if !is_data(oid) {
+            return self.local.write(oid, offset, data);
+        }
+        self.wait_quorum(oid)?;
+        if !in_object(offset, data.len() as u64) {
+            return Err(Error::OutOfRange {
+                oid,
+                offset,
+                len: data.len() as u64,
+            });
+        }
+        let mut req = self.header(Op::Write, oid, 0);
+        req.a = offset;
+        req.flags = flags;
+        self.fan_out(oid, |view| {
+            self.holders(view, oid)
+                .into_iter()
+                .map(|n| (n, req, Cow::Borrowed(data)))
+                .collect()
+        })
+    }
+
+
     fn serve_reply_of(&self, e: SErr, out: &mut Vec<u8>) -> Reply {
         let epoch = self.epoch();
         let (status, msg) = match e {

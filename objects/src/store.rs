@@ -38,6 +38,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `data` at `offset`, creating the object if needed.
     fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<()>;
 
+    /// Writes `data` at `offset` of an object the caller knows exists (an allocated one): a
+    /// store that cannot find it fails rather than create it. By default, [`ObjectStore::write`].
+    fn write_existing(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<()> {
+        self.write(oid, offset, data)
+    }
+
     /// Creates `dst` as a copy of `src` (holes stay holes), replacing any `dst`.
     fn copy(&self, src: Oid, dst: Oid) -> Result<()>;
 

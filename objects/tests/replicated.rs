@@ -645,3 +645,20 @@ fn a_removal_during_rebalancing_is_not_undone_by_a_late_push() {
         assert!(c.holders_locally(*oid).is_empty(), "{oid} came back");
     }
 }
+
+#[test]
+fn a_write_to_an_allocated_object_that_no_member_has_fails_rather_than_recreating_it() {
+    let c = Cluster::start_with(3, 2, Duration::from_millis(800));
+    let oid = Oid::data(Vid(24), 0);
+    c.hosts[0].store.write(oid, 0, b"allocated").unwrap();
+    for h in &c.hosts {
+        h.local.remove(oid).unwrap();
+    }
+    let r = c.hosts[0].store.write_existing(oid, 4096, b"more");
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    for h in &c.hosts {
+        assert!(!h.local.exists(oid).unwrap(), "recreated on {}", h.member.id);
+    }
+    // A plain write (a first write) still creates it.
+    c.hosts[0].store.write(oid, 0, b"new").unwrap();
+}

@@ -178,7 +178,7 @@ impl Pool {
     }
 
     fn write_owned(&self, vdi: &Vdi, oid: Oid, off: u64, data: &[u8]) -> Result<()> {
-        self.store.write(oid, off, data)?;
+        self.store.write_existing(oid, off, data)?;
         vdi.inner.lock().mark_written(oid);
         Ok(())
     }

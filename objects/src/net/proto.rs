@@ -34,6 +34,8 @@ pub const MAX_EXTENTS: usize = OBJECT_BYTES / 4096;
 pub const FLAG_AS_HOLDER: u8 = 1;
 /// Flag of [`Op::Put`]: replace the copy whatever its version (a repair by `check`).
 pub const FLAG_FORCE: u8 = 2;
+/// Flag of [`Op::Write`]: the object exists (it is allocated); never create it.
+pub const FLAG_EXISTING: u8 = 4;
 /// Length of one object's answer in a batched [`Op::Have`]: state `u8`, version, digest.
 pub const HAVE_ENTRY: usize = 17;
 
