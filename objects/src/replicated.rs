@@ -457,6 +457,8 @@ pub struct ReplicatedStore {
     this: Weak<ReplicatedStore>,
     /// Local copies not to be served nor pushed until compared with the others.
     unverified: Mutex<HashSet<Oid>>,
+    /// `unverified` is not empty (read without the lock on every request).
+    any_unverified: AtomicBool,
     /// Objects whose local copy is being repaired.
     repairing: Mutex<HashSet<Oid>>,
     bucket: Mutex<Bucket>,
@@ -520,6 +522,7 @@ impl ReplicatedStore {
             stopped: AtomicBool::new(false),
             server: Mutex::new(None),
             this: this.clone(),
+            any_unverified: AtomicBool::new(!unverified.is_empty()),
             unverified: Mutex::new(unverified),
             repairing: Mutex::new(HashSet::new()),
             bucket: Mutex::new(Bucket {
@@ -806,6 +809,7 @@ impl ReplicatedStore {
         };
         let mut u = self.unverified.lock();
         u.extend(oids.iter().copied());
+        self.any_unverified.store(!u.is_empty(), Ordering::SeqCst);
         self.persist_unverified(&u);
         drop(u);
         self.reb.lock().settled.clear();
@@ -831,13 +835,16 @@ impl ReplicatedStore {
     }
 
     fn is_unverified(&self, oid: Oid) -> bool {
-        let u = self.unverified.lock();
-        !u.is_empty() && u.contains(&oid)
+        self.any_unverified.load(Ordering::SeqCst) && self.unverified.lock().contains(&oid)
     }
 
     fn mark_verified(&self, oid: Oid) {
+        if !self.any_unverified.load(Ordering::SeqCst) {
+            return;
+        }
         let mut u = self.unverified.lock();
         if u.remove(&oid) && u.is_empty() {
+            self.any_unverified.store(false, Ordering::SeqCst);
             self.persist_unverified(&u);
             tracing::info!("every unverified copy has been checked");
         }
@@ -853,6 +860,7 @@ impl ReplicatedStore {
         {
             let mut u = self.unverified.lock();
             if u.insert(oid) {
+                self.any_unverified.store(true, Ordering::SeqCst);
                 self.persist_unverified(&u);
             }
         }
