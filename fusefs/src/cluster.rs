@@ -74,6 +74,8 @@ pub struct Membership {
     members: Vec<MemberInfo>,
     /// The cluster recorded this host as gone: its copies may be stale.
     absent: bool,
+    /// Members whose store failed ([`sheep_vdi::cmd::Cmd::StoreOut`]): no copies on them.
+    store_out: std::collections::BTreeSet<NodeId>,
 }
 
 impl Membership {
@@ -83,6 +85,7 @@ impl Membership {
             me,
             members: Vec::new(),
             absent: false,
+            store_out: std::collections::BTreeSet::new(),
         }
     }
 
@@ -92,6 +95,7 @@ impl Membership {
             Body::Join(info) => {
                 self.members.retain(|m| m.id != info.id);
                 self.members.push(info.clone());
+                self.store_out.remove(&info.id);
                 if live && info.id == self.me.id && self.absent {
                     info!("rejoined: unverified copies are compared with the cluster's, only what changed is copied");
                     self.absent = false;
@@ -100,6 +104,7 @@ impl Membership {
             }
             Body::Leave(id) | Body::Fail(id) => {
                 self.members.retain(|m| m.id != *id);
+                self.store_out.remove(id);
                 if live && *id == self.me.id && !self.absent {
                     // The cluster goes on without this host: from now on what it holds may
                     // be stale, so nothing of it is served or pushed before it is compared
@@ -114,12 +119,16 @@ impl Membership {
         }
     }
 
-    fn map(&self, epoch: u64) -> ClusterMap {
+    /// The data map after the entry at `seq`: its epoch is the entry's position, so every
+    /// change of the data placement (membership, a failing store) gives a newer map on every
+    /// host alike.
+    fn map(&self, seq: u64) -> ClusterMap {
         ClusterMap {
-            epoch,
+            epoch: seq,
             members: self
                 .members
                 .iter()
+                .filter(|m| !self.store_out.contains(&m.id))
                 .map(|m| Member {
                     id: m.id,
                     capacity: m.capacity,
@@ -139,12 +148,25 @@ pub fn apply(
     members: &Mutex<Membership>,
 ) {
     match &entry.body {
-        Body::App { cmd, .. } => pool.apply_entry(entry.seq, cmd),
+        Body::App { cmd, .. } => {
+            pool.apply_entry(entry.seq, cmd);
+            if let Ok(sheep_vdi::cmd::Proposal {
+                cmd: sheep_vdi::cmd::Cmd::StoreOut { node },
+                ..
+            }) = sheep_vdi::cmd::decode(cmd)
+            {
+                let mut m = members.lock();
+                if m.members.iter().any(|x| x.id == node) && m.store_out.insert(node) {
+                    warn!(%node, seq = entry.seq, "a member's store is failing: its copies are rebuilt on the others");
+                    store.set_map(m.map(entry.seq));
+                }
+            }
+        }
         body => {
             let gone = {
                 let mut m = members.lock();
                 let gone = m.apply(body, live, store);
-                store.set_map(m.map(entry.epoch));
+                store.set_map(m.map(entry.seq));
                 gone
             };
             if let Some(id) = gone {

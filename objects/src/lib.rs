@@ -27,6 +27,7 @@ pub use mem::MemStore;
 pub use oid::{ObjectKind, Oid, Vid, OBJECT_BYTES, OBJECT_SIZE};
 pub use placement::Placement;
 pub use replicated::{
-    ClusterMap, CopiesOf, FixedCopies, Member, ReplicaConfig, ReplicaStatus, ReplicatedStore,
+    CheckReport, ClusterMap, CopiesOf, FixedCopies, Member, RecoveryStatus, ReplicaConfig,
+    ReplicaStatus, ReplicatedStore,
 };
 pub use store::{ObjectMeta, ObjectStore, StoreStats};

@@ -459,6 +459,9 @@ pub struct ReplicatedStore {
     unverified: Mutex<HashSet<Oid>>,
     /// `unverified` is not empty (read without the lock on every request).
     any_unverified: AtomicBool,
+    /// Recent errors of the local store, and what to do when they become too many.
+    store_errors: Mutex<std::collections::VecDeque<Instant>>,
+    on_store_failed: Mutex<Option<StoreFailed>>,
     /// Objects whose local copy is being repaired.
     repairing: Mutex<HashSet<Oid>>,
     bucket: Mutex<Bucket>,
@@ -472,6 +475,13 @@ pub struct ReplicatedStore {
 
 /// Tells whether this host reaches a quorum of the cluster.
 pub type QuorumCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Called once when the local store is failing (see [`ReplicatedStore::on_store_failed`]).
+pub type StoreFailed = Box<dyn FnOnce() + Send>;
+
+/// Store errors within [`STORE_ERROR_WINDOW`] after which the store is taken as failing.
+const STORE_ERROR_LIMIT: usize = 8;
+const STORE_ERROR_WINDOW: Duration = Duration::from_secs(60);
 
 impl ReplicatedStore {
     /// A store for host `me` over `local`. Until the first [`ReplicatedStore::set_map`] it
@@ -523,6 +533,8 @@ impl ReplicatedStore {
             server: Mutex::new(None),
             this: this.clone(),
             any_unverified: AtomicBool::new(!unverified.is_empty()),
+            store_errors: Mutex::new(std::collections::VecDeque::new()),
+            on_store_failed: Mutex::new(None),
             unverified: Mutex::new(unverified),
             repairing: Mutex::new(HashSet::new()),
             bucket: Mutex::new(Bucket {
@@ -850,9 +862,37 @@ impl ReplicatedStore {
         }
     }
 
+    /// Runs `f` once if the local store turns out to be failing ([`STORE_ERROR_LIMIT`] I/O
+    /// errors or bad copies within a minute): the host then takes itself out of the data
+    /// placement, so its copies are rebuilt on other hosts.
+    pub fn on_store_failed(&self, f: StoreFailed) {
+        *self.on_store_failed.lock() = Some(f);
+    }
+
+    fn note_store_error(&self) {
+        let now = Instant::now();
+        let fire = {
+            let mut q = self.store_errors.lock();
+            q.push_back(now);
+            while q.front().is_some_and(|t| now.duration_since(*t) > STORE_ERROR_WINDOW) {
+                q.pop_front();
+            }
+            q.len() >= STORE_ERROR_LIMIT
+        };
+        if fire {
+            if let Some(f) = self.on_store_failed.lock().take() {
+                tracing::error!(
+                    "the local store keeps failing: this host takes itself out of the data placement"
+                );
+                f();
+            }
+        }
+    }
+
     /// The copy of `oid` here cannot be trusted (its store failed): drop it and repair it
     /// from a good copy in the background.
     fn drop_bad_copy(&self, oid: Oid) {
+        self.note_store_error();
         tracing::warn!(%oid, "dropping a copy this host's store failed on");
         if let Err(e) = self.local.remove(oid) {
             tracing::warn!(%oid, error = %e, "cannot remove a bad copy");
@@ -1530,6 +1570,7 @@ impl ReplicatedStore {
         let res = self.fenced(epoch, || self.local.read(oid, offset, buf));
         if let Err(SErr::Store(Error::CorruptObject(_) | Error::Io { .. })) = &res {
             tracing::warn!(%oid, "bad local copy: not served, repairing it");
+            self.note_store_error();
             self.spawn_repair(oid);
         }
         res
@@ -2139,9 +2180,12 @@ impl ReplicatedStore {
                 Ok(img) => *image = Some((img, version)),
                 Err(Error::NotFound(_)) => return Push::Gone,
                 Err(e @ (Error::CorruptObject(_) | Error::Io { .. })) => {
+                    // A bad copy is never pushed; the other holders push theirs.
                     drop(_g);
+                    tracing::warn!(%oid, error = %e, "rebalance: local copy is bad, not pushed");
+                    self.note_store_error();
                     self.spawn_repair(oid);
-                    return Push::Retry(e.to_string());
+                    return Push::Gone;
                 }
                 Err(e) => return Push::Retry(e.to_string()),
             }

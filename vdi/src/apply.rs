@@ -168,6 +168,7 @@ impl Pool {
                 self.release_node(*node);
                 Ok(Outcome::Done)
             }
+            Cmd::StoreOut { .. } => Ok(Outcome::Done),
             Cmd::Lock(l) => match self.locks.lock().apply(l) {
                 Ok(()) => Ok(Outcome::Done),
                 Err(held) => Err(Error::Locked(held)),

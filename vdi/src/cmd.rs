@@ -211,6 +211,13 @@ pub enum Cmd {
         /// The host.
         node: NodeId,
     },
+    /// `node`'s object store is failing: it holds no data copies from now on (its copies are
+    /// rebuilt on other hosts) until it joins again. Not pool state: the host layer applies it
+    /// to the data placement.
+    StoreOut {
+        /// The host.
+        node: NodeId,
+    },
 }
 
 /// Encodes a proposal for the log.

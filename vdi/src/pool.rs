@@ -181,6 +181,12 @@ impl Pool {
         self.submit(Cmd::Restarted { node: me }).map(|_| ())
     }
 
+    /// Tells the cluster that this host's store is failing: it holds no data copies from now
+    /// on (see [`Cmd::StoreOut`]).
+    pub fn store_out(&self) -> Result<()> {
+        self.submit(Cmd::StoreOut { node: self.me }).map(|_| ())
+    }
+
     /// Forgets every VDI (the cluster's history replaced ours; it is delivered again).
     pub fn reset(&self) {
         let _a = self.applied.lock();

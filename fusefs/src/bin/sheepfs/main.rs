@@ -330,6 +330,24 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         Arc::new(ClusterLog::new(cluster.clone())),
     ));
     copies.attach(&pool);
+    {
+        // A failing store takes this host out of the data placement (through the log).
+        let weak = Arc::downgrade(&pool);
+        store.on_store_failed(Box::new(move || {
+            let spawned = std::thread::Builder::new()
+                .name("sheep-store-out".into())
+                .spawn(move || {
+                    if let Some(pool) = weak.upgrade() {
+                        if let Err(e) = pool.store_out() {
+                            tracing::error!(error = %e, "cannot take this host out of the data placement");
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the store-out thread");
+            }
+        }));
+    }
     let members = Arc::new(Mutex::new(Membership::new(me)));
     for e in &restored {
         cluster::apply(e, false, &pool, &store, &members);
