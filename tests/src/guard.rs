@@ -126,3 +126,42 @@ impl Drop for ChildGuard {
         let _ = self.child.wait();
     }
 }
+
+/// A small ext4 file system on a loop device over a sparse image file in a temporary directory,
+/// mounted under that directory: for a store that fills up. Its drop unmounts it, detaches the
+/// loop device and removes the directory, in that order; whatever uses it (a daemon's store)
+/// must be gone first.
+#[derive(Debug)]
+pub struct LoopFs {
+    // Fields drop in this order: the mount, then the device, then the directory.
+    mount: MountGuard,
+    _dev: LoopDev,
+    _tmp: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// Creates a `mib` MiB image, attaches it, makes ext4 on it (`mkfs.ext4 -q`) and mounts it.
+    pub fn new(mib: u64) -> LoopFs {
+        let tmp = tempfile::Builder::new()
+            .prefix("sheep-loopfs-")
+            .tempdir()
+            .expect("create tempdir");
+        let image = tmp.path().join("fs.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .unwrap_or_else(|e| panic!("create {}: {e}", image.display()));
+        let dev = LoopDev::attach(&image);
+        must_run("mkfs.ext4", &["-q".as_ref(), dev.path().as_os_str()]);
+        let mount = MountGuard::mount(dev.path(), &tmp.path().join("fs"));
+        LoopFs {
+            mount,
+            _dev: dev,
+            _tmp: tmp,
+        }
+    }
+
+    /// Returns the directory the file system is mounted on.
+    pub fn path(&self) -> &Path {
+        self.mount.path()
+    }
+}

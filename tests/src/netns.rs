@@ -32,6 +32,7 @@ use std::net::Ipv4Addr;
 use std::ops::Deref;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -415,6 +416,38 @@ fn try_ip(args: &[&str]) {
     }
 }
 
+/// How [`Host::start_all_custom`] starts one host.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Arguments after `MOUNT --store … --admin-socket …`.
+    pub extra: Vec<String>,
+    /// The store directory; None for `store` in the host's temporary directory. One elsewhere
+    /// (for example on a [`LoopFs`](crate::LoopFs)) must outlive the host.
+    pub store: Option<PathBuf>,
+}
+
+impl Setup {
+    /// A host with these arguments and its store in its temporary directory.
+    pub fn args(extra: &[&str]) -> Setup {
+        Setup {
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            store: None,
+        }
+    }
+
+    /// Puts the store at `store`.
+    pub fn store(mut self, store: &Path) -> Setup {
+        self.store = Some(store.to_path_buf());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn arg(mut self, extra: &[&str]) -> Setup {
+        self.extra.extend(extra.iter().map(|a| (*a).to_owned()));
+        self
+    }
+}
+
 /// One `sheepfs` daemon in a namespace of a [`Net`], with its own store, admin socket, mount and
 /// log in a temporary directory. It dereferences to its [`Daemon`]: `host.mount`, `host.store`,
 /// `host.socket`, `host.path(…)`, `host.dog(…)`, `host.must_dog(…)`, `host.pid()`, `host.log()`.
@@ -458,18 +491,47 @@ impl Host {
         hosts
     }
 
+    /// Like [`Host::start_all`], with arguments and a store of each host's own: `setups[i]` is
+    /// host `i`'s (one per namespace of `net`).
+    pub fn start_all_custom(net: &Net, setups: &[Setup]) -> Vec<Host> {
+        assert_eq!(setups.len(), net.len(), "one setup per host");
+        let mut hosts: Vec<Host> = setups
+            .iter()
+            .enumerate()
+            .map(|(i, setup)| {
+                let tmp = must_tempdir();
+                let store = setup
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| tmp.path().join("store"));
+                let mut host = Host::with_dirs(net, i, tmp, store);
+                let extra: Vec<&str> = setup.extra.iter().map(String::as_str).collect();
+                host.launch(&extra);
+                host
+            })
+            .collect();
+        for host in &mut hosts {
+            host.daemon.must_wait_ready();
+        }
+        hosts
+    }
+
     fn spawn(net: &Net, i: usize, extra: &[&str]) -> Host {
         let tmp = must_tempdir();
         let store = tmp.path().join("store");
-        let mut host = Host {
+        let mut host = Host::with_dirs(net, i, tmp, store);
+        host.launch(extra);
+        host
+    }
+
+    fn with_dirs(net: &Net, i: usize, tmp: TempDir, store: PathBuf) -> Host {
+        Host {
             daemon: Daemon::new(tmp.path(), store),
             index: i,
             ns_path: net.ns_path(i),
             ip: net.ip(i),
             _tmp: tmp,
-        };
-        host.launch(extra);
-        host
+        }
     }
 
     fn launch(&mut self, extra: &[&str]) {
@@ -486,6 +548,36 @@ impl Host {
         }
         self.launch(extra);
         self.daemon.must_wait_ready();
+    }
+
+    /// Starts the daemon again on the same store, mount point and socket, with `extra`
+    /// arguments, and returns at once: a host restarted after the whole cluster stopped mounts
+    /// only once the cluster resumes, so the caller relaunches every host first, then calls
+    /// [`Host::wait_ready`] on each. The daemon must not be running.
+    pub fn relaunch(&mut self, extra: &[&str]) {
+        assert!(!self.daemon.running(), "relaunch of a running host");
+        self.launch(extra);
+    }
+
+    /// Waits until the daemon is mounted and its admin socket answers (see [`Host::relaunch`]);
+    /// panics with the log if it exits first or takes longer than 30 s.
+    pub fn wait_ready(&mut self) {
+        self.daemon.must_wait_ready();
+    }
+
+    /// Returns true when the mount is up (`fuse.sheepfs` in the mount table).
+    pub fn mounted(&self) -> bool {
+        crate::daemon::is_mounted(&self.daemon.mount, Some("fuse.sheepfs"))
+    }
+
+    /// Returns `dog node recovery --json` of this host, None when `dog` fails or prints no
+    /// JSON.
+    pub fn recovery(&self) -> Option<Value> {
+        let out = self.dog(&["node", "recovery", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     /// Kills the daemon with SIGKILL (a crash) and lazily unmounts its dead mount.
