@@ -19,6 +19,7 @@ pub use error::{Error, Result};
 pub use service::AdminService;
 pub use size::{format_size, parse_size};
 pub use wire::{
-    ClusterInfo, EpochInfo, MemberSummary, NodeInfo, RebalanceInfo, Reply, Request, VdiInfo,
-    WireError, ADMIN_KIND, ADMIN_MAGIC, MAX_FRAME,
+    CheckBatch, ClusterInfo, EpochInfo, ForceInfo, MemberSummary, NodeInfo, RebalanceInfo,
+    RecoveryInfo, Reply, Request, VdiInfo, WaitingInfo, WireError, ADMIN_KIND, ADMIN_MAGIC,
+    MAX_FRAME,
 };

@@ -85,6 +85,32 @@ pub enum Request {
     NodeInfo,
     /// Describes the cluster.
     ClusterInfo,
+    /// Resumes a stopped cluster without the members of its last epoch that do not come
+    /// back (`dog cluster recover force`); answered with [`Reply::Forced`].
+    ClusterRecoverForce,
+    /// This node's recovery progress (`dog node recovery`); answered with
+    /// [`Reply::Recovery`].
+    NodeRecovery,
+    /// Limits the bandwidth this node spends on recovery (`dog node recovery set-throttle`);
+    /// answered with [`Reply::Recovery`].
+    SetRecoveryThrottle {
+        /// Bytes per second this node may push for recovery; `None` is unthrottled.
+        bytes_per_sec: Option<u64>,
+    },
+    /// Verifies every copy of the next objects of one VDI, or of every VDI (`dog vdi check`,
+    /// `dog cluster check`), and with `repair` brings bad, stale or missing copies back from
+    /// the freshest good one. Objects are taken in id order after `after`, as many as the
+    /// daemon checks in about a second (at most `max`); answered with [`Reply::Check`].
+    Check {
+        /// The VDI (`NAME` or `NAME@TAG`); `None` checks the objects of every VDI.
+        vdi: Option<String>,
+        /// Repair what is found wrong.
+        repair: bool,
+        /// Continue after this object id (`None` starts at the first).
+        after: Option<u64>,
+        /// Most objects to check in this request.
+        max: u32,
+    },
 }
 
 /// A successful answer of the daemon.
@@ -98,6 +124,12 @@ pub enum Reply {
     NodeInfo(NodeInfo),
     /// The answer to [`Request::ClusterInfo`].
     ClusterInfo(ClusterInfo),
+    /// The answer to [`Request::ClusterRecoverForce`].
+    Forced(ForceInfo),
+    /// The answer to [`Request::NodeRecovery`] and [`Request::SetRecoveryThrottle`].
+    Recovery(RecoveryInfo),
+    /// The answer to [`Request::Check`].
+    Check(CheckBatch),
 }
 
 /// One VDI or snapshot.
@@ -165,6 +197,87 @@ pub struct ClusterInfo {
     pub epochs: Vec<EpochInfo>,
     /// Object movement on this node after the last membership change.
     pub rebalance: RebalanceInfo,
+    /// Restarted with a stored log, this node waits for members of its last epoch before it
+    /// resumes the cluster (`None` when it does not wait).
+    pub waiting: Option<WaitingInfo>,
+}
+
+/// What a restarted node waits for before it resumes the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingInfo {
+    /// The epoch of its stored log.
+    pub epoch: u64,
+    /// The members of that epoch.
+    pub members: Vec<String>,
+    /// Those not heard from yet.
+    pub missing: Vec<String>,
+    /// A forced recovery is under way.
+    pub forced: bool,
+}
+
+/// What `dog cluster recover force` set in motion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceInfo {
+    /// The epoch of the stored log that is resumed.
+    pub epoch: u64,
+    /// The node that resumes the cluster (the longest log of the present members).
+    pub resumer: String,
+    /// Whether that is the node that answered.
+    pub local: bool,
+    /// The members that resume the cluster.
+    pub present: Vec<String>,
+    /// The members removed because they are absent.
+    pub removed: Vec<String>,
+}
+
+/// Recovery progress of one node (`dog node recovery`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryInfo {
+    /// The epoch it recovers for.
+    pub epoch: u64,
+    /// Objects it has to look at.
+    pub to_check: u64,
+    /// Objects it looked at.
+    pub checked: u64,
+    /// Objects it copied to (or from) other holders.
+    pub copied: u64,
+    /// Their bytes.
+    pub copied_bytes: u64,
+    /// Objects found current (nothing to copy).
+    pub kept: u64,
+    /// Bytes per second it may push for recovery; `None` is unthrottled.
+    pub throttle: Option<u64>,
+    /// It finished recovering for the epoch.
+    pub done: bool,
+    /// Every member finished.
+    pub complete: bool,
+    /// A full resync (rather than an incremental catch-up).
+    pub full: bool,
+}
+
+/// The result of one [`Request::Check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckBatch {
+    /// Objects of the VDI (or of every VDI) now.
+    pub total: u64,
+    /// Of those, how many come at or before `last` (progress).
+    pub done: u64,
+    /// The last object id checked; the next request continues after it.
+    pub last: Option<u64>,
+    /// No object is left after `last`.
+    pub finished: bool,
+    /// Objects checked in this request.
+    pub objects: u64,
+    /// Copies looked at.
+    pub copies: u64,
+    /// Copies found good.
+    pub good: u64,
+    /// Copies repaired.
+    pub repaired: u64,
+    /// Objects with no good copy left.
+    pub lost: Vec<u64>,
+    /// Objects that could not be checked, with why.
+    pub failed: Vec<(u64, String)>,
 }
 
 /// What one node moved after the last membership change.
@@ -264,6 +377,8 @@ mod tests {
             (Request::VdiTree, 7),
             (Request::NodeInfo, 8),
             (Request::ClusterInfo, 9),
+            (Request::ClusterRecoverForce, 10),
+            (Request::NodeRecovery, 11),
         ];
         for (req, index) in cases {
             assert_eq!(to_bytes(&req, 64).unwrap(), index.to_le_bytes());
@@ -284,6 +399,64 @@ mod tests {
         assert!(bytes.len() > HEADER_LEN);
         let back: Result<Reply, WireError> = decode(ADMIN_KIND, &bytes, MAX_FRAME).unwrap();
         assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn the_recovery_replies_survive_the_envelope() {
+        let replies = [
+            Reply::Forced(ForceInfo {
+                epoch: 7,
+                resumer: "n1".into(),
+                local: true,
+                present: vec!["n1".into(), "n2".into()],
+                removed: vec!["n3".into()],
+            }),
+            Reply::Recovery(RecoveryInfo {
+                epoch: 3,
+                to_check: 10,
+                checked: 4,
+                copied: 2,
+                copied_bytes: 8 << 20,
+                kept: 2,
+                throttle: Some(100 << 20),
+                done: false,
+                complete: false,
+                full: true,
+            }),
+            Reply::Check(CheckBatch {
+                total: 9,
+                done: 3,
+                last: Some(42),
+                finished: false,
+                objects: 3,
+                copies: 9,
+                good: 8,
+                repaired: 1,
+                lost: vec![7],
+                failed: vec![(8, "unreachable".into())],
+            }),
+        ];
+        for reply in replies {
+            let reply: Result<Reply, WireError> = Ok(reply);
+            let bytes = encode(ADMIN_KIND, &reply, MAX_FRAME).unwrap();
+            let back: Result<Reply, WireError> = decode(ADMIN_KIND, &bytes, MAX_FRAME).unwrap();
+            assert_eq!(back, reply);
+        }
+        for req in [
+            Request::SetRecoveryThrottle {
+                bytes_per_sec: Some(1 << 20),
+            },
+            Request::Check {
+                vdi: Some("vm0@t".into()),
+                repair: true,
+                after: Some(5),
+                max: 64,
+            },
+        ] {
+            let bytes = encode(ADMIN_KIND, &req, MAX_FRAME).unwrap();
+            let back: Request = decode(ADMIN_KIND, &bytes, MAX_FRAME).unwrap();
+            assert_eq!(back, req);
+        }
     }
 
     #[test]

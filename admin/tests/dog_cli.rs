@@ -1,7 +1,8 @@
 //! Runs the built `dog` binary against an in-test admin server with a fake service.
 
 use sheep_admin::{
-    AdminService, Client, ClusterInfo, NodeInfo, Reply, Request, VdiInfo, WireError,
+    AdminService, CheckBatch, Client, ClusterInfo, ForceInfo, NodeInfo, RecoveryInfo, Reply,
+    Request, VdiInfo, WaitingInfo, WireError,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,9 +29,71 @@ impl AdminService for FakeService {
             Request::ClusterInfo => Ok(Reply::ClusterInfo(cluster())),
             Request::VdiDelete { name, .. } if name == "missing" => Err(WireError::NotFound(name)),
             Request::VdiCreate { name, .. } if name == "taken" => Err(WireError::Exists(name)),
+            Request::ClusterRecoverForce => Ok(Reply::Forced(ForceInfo {
+                epoch: 7,
+                resumer: "node-1".into(),
+                local: true,
+                present: vec!["node-1".into(), "node-2".into()],
+                removed: vec!["node-3".into()],
+            })),
+            Request::NodeRecovery => Ok(Reply::Recovery(recovery(Some(100 << 20)))),
+            Request::SetRecoveryThrottle { bytes_per_sec } => {
+                Ok(Reply::Recovery(recovery(bytes_per_sec)))
+            }
+            Request::Check { vdi, after, .. } => check(vdi.as_deref(), after),
             _ => Ok(Reply::Done),
         }
     }
+}
+
+fn recovery(throttle: Option<u64>) -> RecoveryInfo {
+    RecoveryInfo {
+        epoch: 3,
+        to_check: 100,
+        checked: 40,
+        copied: 5,
+        copied_bytes: 20 << 20,
+        kept: 35,
+        throttle,
+        done: false,
+        complete: false,
+        full: false,
+    }
+}
+
+/// `vm0` has objects 1 to 5 (answered 3 at a time, object 4 lost); `missing` is unknown;
+/// the whole cluster has one object.
+fn check(vdi: Option<&str>, after: Option<u64>) -> Result<Reply, WireError> {
+    let oids: Vec<u64> = match vdi {
+        Some("vm0") => (1..=5).collect(),
+        Some(name) => return Err(WireError::NotFound(name.into())),
+        None => vec![9],
+    };
+    let next: Vec<u64> = oids
+        .iter()
+        .copied()
+        .filter(|o| after.is_none_or(|a| *o > a))
+        .take(3)
+        .collect();
+    let last = next.last().copied().or(after);
+    let done = oids
+        .iter()
+        .filter(|o| last.is_some_and(|l| **o <= l))
+        .count();
+    let lost: Vec<u64> = next.iter().copied().filter(|o| *o == 4).collect();
+    let n = next.len() as u64;
+    Ok(Reply::Check(CheckBatch {
+        total: oids.len() as u64,
+        done: done as u64,
+        last,
+        finished: done == oids.len(),
+        objects: n,
+        copies: 3 * n,
+        good: 3 * n - 1,
+        repaired: 1,
+        lost,
+        failed: vec![],
+    }))
 }
 
 fn vdis() -> Vec<VdiInfo> {
@@ -89,6 +152,12 @@ fn cluster() -> ClusterInfo {
             nodes: vec!["node-1".into()],
         }],
         rebalance: sheep_admin::RebalanceInfo::default(),
+        waiting: Some(WaitingInfo {
+            epoch: 1,
+            members: vec!["node-1".into(), "node-2".into()],
+            missing: vec!["node-2".into()],
+            forced: false,
+        }),
     }
 }
 
@@ -192,6 +261,9 @@ fn every_json_listing_parses() {
         &["vdi", "tree", "--json"],
         &["node", "info", "--json"],
         &["cluster", "info", "--json"],
+        &["cluster", "recover", "force", "--json"],
+        &["node", "recovery", "--json"],
+        &["cluster", "check", "--json"],
     ] {
         let out = d.dog(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
@@ -319,8 +391,102 @@ fn help_lists_every_command() {
     }
     let text = stdout(&dog(&["vdi", "--help"]));
     for verb in [
-        "list", "create", "delete", "snapshot", "clone", "rollback", "resize", "tree",
+        "list", "create", "delete", "snapshot", "clone", "rollback", "resize", "tree", "check",
     ] {
         assert!(text.contains(verb), "{verb} missing from:\n{text}");
     }
+}
+
+#[test]
+fn cluster_info_json_says_what_a_restarted_host_waits_for() {
+    let d = Daemon::must_start();
+    let out = d.dog(&["cluster", "info", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["waiting"]["missing"][0], "node-2");
+    assert_eq!(json["waiting"]["epoch"], 1);
+    assert_eq!(json["waiting"]["forced"], false);
+}
+
+#[test]
+fn recover_force_reports_who_resumes_and_who_is_removed() {
+    let d = Daemon::must_start();
+    let out = d.dog(&["cluster", "recover", "force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(d.last_request(), Request::ClusterRecoverForce);
+    let text = stdout(&out);
+    assert!(text.contains("resumes with 2 of 3 members"), "{text}");
+    assert!(text.contains("node-1 (this host)") && text.contains("Removed:        node-3"));
+}
+
+#[test]
+fn node_recovery_shows_progress_and_sets_the_throttle() {
+    let d = Daemon::must_start();
+    let out = d.dog(&["node", "recovery"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("40% (40 of 100 objects)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = d.dog(&["node", "recovery", "set-throttle", "50M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        d.last_request(),
+        Request::SetRecoveryThrottle {
+            bytes_per_sec: Some(50 << 20)
+        }
+    );
+    assert_eq!(stdout(&out), "Recovery throttle of this host: 50 MiB/s\n");
+    let out = d.dog(&["node", "recovery", "set-throttle", "off"]);
+    assert!(stdout(&out).contains("off (unthrottled)"));
+    assert_eq!(
+        d.dog(&["node", "recovery", "set-throttle", "fast"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn vdi_check_goes_through_every_batch_and_sums_up() {
+    let d = Daemon::must_start();
+    let out = d.dog(&["vdi", "check", "vm0"]);
+    // Object 4 is lost: the summary is printed and the exit code says so.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "vm0: 5 objects checked, 15 copies (13 good), 2 copies repaired, 1 object lost"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("lost: object 0000000000000004"), "{text}");
+    // Not a terminal: a line per 10% on stderr.
+    let err = stderr(&out);
+    assert!(err.contains("checked 60% (3/5 objects)"), "{err}");
+    assert!(err.contains("checked 100% (5/5 objects)"), "{err}");
+    assert!(err.contains("no good copy"), "{err}");
+    let want = Request::Check {
+        vdi: Some("vm0".into()),
+        repair: true,
+        after: Some(3),
+        max: 256,
+    };
+    assert_eq!(d.last_request(), want);
+
+    let out = d.dog(&["cluster", "check", "--json", "--no-repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["objects"], 1);
+    assert_eq!(json["repair"], false);
+    assert!(matches!(
+        d.last_request(),
+        Request::Check {
+            vdi: None,
+            repair: false,
+            ..
+        }
+    ));
+    assert_eq!(d.dog(&["vdi", "check", "missing"]).status.code(), Some(3));
 }

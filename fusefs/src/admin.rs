@@ -7,15 +7,22 @@
 use crate::config::MAX_COPIES;
 use fuser::{INodeNo, Notifier};
 use sheep_admin::{
-    AdminService, ClusterInfo, EpochInfo, MemberSummary, NodeInfo, RebalanceInfo, Reply, Request,
-    VdiInfo, WireError,
+    AdminService, CheckBatch, ClusterInfo, EpochInfo, ForceInfo, MemberSummary, NodeInfo,
+    RebalanceInfo, RecoveryInfo, Reply, Request, VdiInfo, WaitingInfo, WireError,
 };
+use sheep_objects::Oid;
+use sheep_p2p::order::{Status, Waiting};
 use sheep_p2p::NodeId;
 use sheep_vdi::{CreateOpts, Error, Ino, Pool, SetAttr, VdiAttr};
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tracing::{debug, info, info_span};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, info_span, warn};
+
+/// How long one `dog vdi check` / `dog cluster check` request checks objects before it
+/// answers (dog then asks for the next ones and shows the progress).
+const CHECK_SLICE: Duration = Duration::from_secs(1);
 
 /// What the node says about itself.
 #[derive(Debug, Clone)]
@@ -90,18 +97,104 @@ impl ClusterInfoSource {
             dropped: rs.dropped,
             complete: rs.complete,
         };
+        let waiting = st.waiting.as_ref().map(waiting_info);
+        let status = match &st.waiting {
+            Some(w) => waiting_status(w),
+            None => format!("{:?}", st.status).to_lowercase(),
+        };
         ClusterInfo {
             name: name.to_owned(),
-            status: format!("{:?}", st.status).to_lowercase(),
-            epoch: st.epoch,
+            status,
+            epoch: st.waiting.as_ref().map_or(st.epoch, |w| w.epoch),
             nodes: members.iter().map(|m| m.node_id.clone()).collect(),
             default_copies: copies,
             redundancy: redundancy(copies, members.len().max(1)),
             members,
             epochs,
             rebalance,
+            waiting,
         }
     }
+
+    /// Whether this host is a member of the cluster (with or without a quorum).
+    fn is_member(&self) -> bool {
+        matches!(
+            self.cluster.status().status,
+            Status::Member | Status::NoQuorum
+        )
+    }
+}
+
+/// What a waiting host shows in `dog cluster info`.
+fn waiting_info(w: &Waiting) -> WaitingInfo {
+    WaitingInfo {
+        epoch: w.epoch,
+        members: w.members.iter().map(ToString::to_string).collect(),
+        missing: w.missing.iter().map(ToString::to_string).collect(),
+        forced: w.forced,
+    }
+}
+
+/// The status line of a waiting host.
+fn waiting_status(w: &Waiting) -> String {
+    let ids: Vec<String> = w.missing.iter().map(ToString::to_string).collect();
+    if w.forced {
+        return format!(
+            "forced recovery of epoch {} under way, without {}",
+            w.epoch,
+            ids.join(" ")
+        );
+    }
+    let n = ids.len();
+    format!(
+        "waiting for {n} member{} of epoch {}: {}; run `dog cluster recover force` to resume without {}",
+        if n == 1 { "" } else { "s" },
+        w.epoch,
+        ids.join(" "),
+        if n == 1 { "it" } else { "them" }
+    )
+}
+
+/// Checks the objects of `oids` (sorted) after `after`: at most `max`, and for at most
+/// `slice` (at least one object); `check` gives (copies, good, repaired, lost) of one object.
+fn check_batch(
+    oids: &[Oid],
+    after: Option<u64>,
+    max: u32,
+    slice: Duration,
+    mut check: impl FnMut(Oid) -> Result<(u32, u32, u32, bool), String>,
+) -> CheckBatch {
+    let started = Instant::now();
+    let start = after.map_or(0, |a| oids.partition_point(|o| o.0 <= a));
+    let mut b = CheckBatch {
+        total: oids.len() as u64,
+        last: after,
+        ..CheckBatch::default()
+    };
+    let mut i = start;
+    while i < oids.len()
+        && b.objects < u64::from(max.max(1))
+        && (b.objects == 0 || started.elapsed() < slice)
+    {
+        let oid = oids[i];
+        match check(oid) {
+            Ok((copies, good, repaired, lost)) => {
+                b.copies += u64::from(copies);
+                b.good += u64::from(good);
+                b.repaired += u64::from(repaired);
+                if lost {
+                    b.lost.push(oid.0);
+                }
+            }
+            Err(e) => b.failed.push((oid.0, e)),
+        }
+        b.objects += 1;
+        b.last = Some(oid.0);
+        i += 1;
+    }
+    b.done = i as u64;
+    b.finished = i >= oids.len();
+    b
 }
 
 impl NodeService {
@@ -205,7 +298,94 @@ impl NodeService {
             members: Vec::new(),
             epochs: Vec::new(),
             rebalance: RebalanceInfo::default(),
+            waiting: None,
         }))
+    }
+
+    fn source(&self) -> Result<&Arc<ClusterInfoSource>, WireError> {
+        self.cluster
+            .get()
+            .ok_or_else(|| WireError::Invalid("this host runs without a cluster".into()))
+    }
+
+    /// Refuses what needs the cluster while this host is not a member of it.
+    fn need_member(&self) -> Result<(), WireError> {
+        match self.cluster.get() {
+            Some(c) if !c.is_member() => Err(WireError::Busy(
+                "this host is not a member of a cluster yet; `dog cluster info` says why".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn recover_force(&self) -> Result<Reply, WireError> {
+        let c = self.source()?;
+        match c.cluster.recover_force() {
+            Ok(f) => {
+                warn!(
+                    epoch = f.epoch,
+                    resumer = %f.resumer,
+                    removed = ?f.removed,
+                    "forced recovery asked for by dog"
+                );
+                Ok(Reply::Forced(ForceInfo {
+                    epoch: f.epoch,
+                    resumer: f.resumer.to_string(),
+                    local: f.resumer == self.node.node_id,
+                    present: f.present.iter().map(ToString::to_string).collect(),
+                    removed: f.removed.iter().map(ToString::to_string).collect(),
+                }))
+            }
+            Err(sheep_p2p::Error::NoForce(why)) => Err(WireError::Invalid(why.to_string())),
+            Err(e) => Err(WireError::Io(e.to_string())),
+        }
+    }
+
+    fn recovery(&self) -> Result<Reply, WireError> {
+        let r = self.source()?.store.recovery();
+        Ok(Reply::Recovery(RecoveryInfo {
+            epoch: r.epoch,
+            to_check: r.to_check,
+            checked: r.checked,
+            copied: r.copied,
+            copied_bytes: r.copied_bytes,
+            kept: r.kept,
+            throttle: r.throttle,
+            done: r.done,
+            complete: r.complete,
+            full: r.full,
+        }))
+    }
+
+    fn set_throttle(&self, bytes_per_sec: Option<u64>) -> Result<Reply, WireError> {
+        self.source()?.store.set_throttle(bytes_per_sec);
+        info!(?bytes_per_sec, "recovery throttle set");
+        self.recovery()
+    }
+
+    fn check(
+        &self,
+        vdi: Option<&str>,
+        repair: bool,
+        after: Option<u64>,
+        max: u32,
+    ) -> Result<Reply, WireError> {
+        let c = self.source()?;
+        self.need_member()?;
+        let oids = match vdi {
+            Some(name) => self.pool.data_objects(name).map_err(|e| wire_error(&e))?,
+            None => self.pool.all_data_objects(),
+        };
+        let batch = check_batch(&oids, after, max, CHECK_SLICE, |oid| {
+            c.store
+                .check_object(oid, repair)
+                .map(|r| (r.copies, r.good, r.repaired, r.lost))
+                .map_err(|e| e.to_string())
+        });
+        for oid in &batch.lost {
+            warn!(oid = %Oid(*oid), "check: object has no good copy left");
+        }
+        Ok(Reply::Check(batch))
     }
 
     /// Drops the kernel's cached entry for `name` (a no-op before the mount exists).
@@ -245,6 +425,10 @@ impl NodeService {
             Request::VdiResize { name, size } => self.resize(&name, size),
             Request::NodeInfo => self.node_info(),
             Request::ClusterInfo => self.cluster_info(),
+            Request::ClusterRecoverForce
+            | Request::NodeRecovery
+            | Request::SetRecoveryThrottle { .. }
+            | Request::Check { .. } => Err(Error::Invalid("not a pool request".into())),
         }
     }
 }
@@ -252,17 +436,36 @@ impl NodeService {
 impl AdminService for NodeService {
     fn handle(&self, req: Request) -> Result<Reply, WireError> {
         let _span = info_span!("admin", req = ?req).entered();
-        let mutates = !matches!(
+        let reads = matches!(
             req,
-            Request::VdiList | Request::VdiTree | Request::NodeInfo | Request::ClusterInfo
+            Request::VdiList
+                | Request::VdiTree
+                | Request::NodeInfo
+                | Request::ClusterInfo
+                | Request::NodeRecovery
+                | Request::Check { repair: false, .. }
         );
-        let res = self.dispatch(req);
+        let res = match req {
+            Request::ClusterRecoverForce => self.recover_force(),
+            Request::NodeRecovery => self.recovery(),
+            Request::SetRecoveryThrottle { bytes_per_sec } => self.set_throttle(bytes_per_sec),
+            Request::Check {
+                vdi,
+                repair,
+                after,
+                max,
+            } => self.check(vdi.as_deref(), repair, after, max),
+            req if reads => self.dispatch(req).map_err(|e| wire_error(&e)),
+            req => self
+                .need_member()
+                .and_then(|()| self.dispatch(req).map_err(|e| wire_error(&e))),
+        };
         match &res {
-            Ok(_) if mutates => info!("admin request done"),
+            Ok(_) if !reads => info!("admin request done"),
             Ok(_) => debug!("admin request done"),
             Err(e) => info!(error = %e, "admin request failed"),
         }
-        res.map_err(|e| wire_error(&e))
+        res
     }
 }
 
@@ -380,6 +583,60 @@ mod tests {
             }),
             WireError::Io(_)
         ));
+    }
+
+    #[test]
+    fn a_waiting_host_names_what_it_waits_for() {
+        let w = Waiting {
+            epoch: 9,
+            members: vec![NodeId([1; 16]), NodeId([2; 16]), NodeId([3; 16])],
+            missing: vec![NodeId([3; 16])],
+            forced: false,
+        };
+        let i = waiting_info(&w);
+        assert_eq!((i.epoch, i.members.len()), (9, 3));
+        assert_eq!(i.missing, vec![NodeId([3; 16]).to_string()]);
+        let id = NodeId([3; 16]);
+        assert_eq!(
+            waiting_status(&w),
+            format!("waiting for 1 member of epoch 9: {id}; run `dog cluster recover force` to resume without it")
+        );
+        let forced = Waiting { forced: true, ..w };
+        assert_eq!(
+            waiting_status(&forced),
+            format!("forced recovery of epoch 9 under way, without {id}")
+        );
+    }
+
+    #[test]
+    fn checks_go_in_batches_that_continue_after_the_last_object() {
+        let oids: Vec<Oid> = (1..=10).map(|i| Oid::data(Vid(7), i)).collect();
+        let mut seen = Vec::new();
+        let mut check = |o: Oid| {
+            seen.push(o);
+            match o.idx() {
+                3 => Err("unreachable".to_owned()),
+                5 => Ok((3, 0, 0, true)),
+                _ => Ok((3, 2, 1, false)),
+            }
+        };
+        let slice = Duration::from_secs(60);
+        let a = check_batch(&oids, None, 4, slice, &mut check);
+        assert_eq!((a.total, a.done, a.objects, a.finished), (10, 4, 4, false));
+        assert_eq!(a.last, Some(oids[3].0));
+        assert_eq!(a.failed, vec![(oids[2].0, "unreachable".to_owned())]);
+        assert_eq!((a.copies, a.good, a.repaired), (9, 6, 3));
+        let b = check_batch(&oids, a.last, 100, slice, &mut check);
+        assert_eq!((b.done, b.objects, b.finished), (10, 6, true));
+        assert_eq!(b.lost, vec![oids[4].0]);
+        let c = check_batch(&oids, b.last, 100, slice, &mut check);
+        assert_eq!((c.objects, c.finished, c.last), (0, true, b.last));
+        // A zero time slice still checks one object per request.
+        let d = check_batch(&oids, None, 100, Duration::ZERO, &mut check);
+        assert_eq!(d.objects, 1);
+        let empty = check_batch(&[], None, 10, slice, &mut check);
+        assert!(empty.finished && empty.total == 0 && empty.last.is_none());
+        assert_eq!(seen.len(), 11);
     }
 
     #[test]

@@ -13,25 +13,25 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tracing::{error, info, warn};
 
-/// How long a metadata command may wait for the cluster before the caller gets EIO.
-pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The pool's metadata log: the cluster's total order.
 pub struct ClusterLog {
     cluster: Cluster,
+    timeout: Duration,
 }
 
 impl ClusterLog {
-    /// A log over `cluster`.
-    pub fn new(cluster: Cluster) -> ClusterLog {
-        ClusterLog { cluster }
+    /// A log over `cluster`; a command that the cluster has not acknowledged within `timeout`
+    /// (`--io-timeout`: a host cut off in a minority, a cluster that lost its quorum) fails,
+    /// and the caller gets EIO.
+    pub fn new(cluster: Cluster, timeout: Duration) -> ClusterLog {
+        ClusterLog { cluster, timeout }
     }
 }
 
 impl MetaLog for ClusterLog {
     fn submit(&self, _pool: &Pool, bytes: Vec<u8>) -> sheep_vdi::Result<()> {
         self.cluster
-            .propose(bytes, PROPOSE_TIMEOUT)
+            .propose(bytes, self.timeout)
             .map(|_| ())
             .map_err(|e| sheep_vdi::Error::Unavailable(e.to_string()))
     }

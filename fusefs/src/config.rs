@@ -15,6 +15,8 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/sheepfs/admin.sock";
 pub const DEFAULT_COPIES: u8 = 3;
 /// Default `--failure-timeout` in seconds.
 pub const DEFAULT_FAILURE_TIMEOUT: u64 = 3;
+/// Default `--io-timeout` in seconds.
+pub const DEFAULT_IO_TIMEOUT: u64 = 30;
 /// Largest number of copies a VDI may have.
 pub const MAX_COPIES: u8 = 31;
 /// Default cluster name.
@@ -48,6 +50,9 @@ pub struct DaemonConfig {
     pub threads: usize,
     /// Seconds without a word from a host before it is considered failed.
     pub failure_timeout: u64,
+    /// Seconds an I/O (or a metadata change) waits for unreachable copies, a lagging epoch or
+    /// a quorum of the cluster before it fails with EIO.
+    pub io_timeout: u64,
 }
 
 impl Default for DaemonConfig {
@@ -61,6 +66,7 @@ impl Default for DaemonConfig {
             listen: None,
             copies: DEFAULT_COPIES,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
             cluster: DEFAULT_CLUSTER.to_owned(),
             threads: DEFAULT_THREADS,
         }
@@ -90,6 +96,9 @@ impl DaemonConfig {
         }
         if !(1..=300).contains(&self.failure_timeout) {
             return Err(config_err("--failure-timeout", "must be 1..=300 seconds"));
+        }
+        if !(1..=3600).contains(&self.io_timeout) {
+            return Err(config_err("--io-timeout", "must be 1..=3600 seconds"));
         }
         if self.cluster.is_empty() || self.cluster.len() > 64 {
             return Err(config_err("--cluster", "must be 1 to 64 bytes"));
@@ -147,6 +156,7 @@ mod tests {
         assert_eq!(c.admin_socket, PathBuf::from("/run/sheepfs/admin.sock"));
         assert_eq!((c.copies, c.threads, c.mdns), (3, 32, true));
         assert_eq!(c.cluster, "sheepdog");
+        assert_eq!((c.failure_timeout, c.io_timeout), (3, 30));
         assert!(valid().validate().is_ok());
     }
 
@@ -167,6 +177,10 @@ mod tests {
             },
             DaemonConfig {
                 cluster: String::new(),
+                ..valid()
+            },
+            DaemonConfig {
+                io_timeout: 0,
                 ..valid()
             },
             DaemonConfig::default(),

@@ -55,6 +55,9 @@ pub enum Error {
     /// The proposal was refused by the order layer.
     #[error("proposal refused: {0:?}")]
     Refused(crate::order::Refusal),
+    /// A forced recovery (`dog cluster recover force`) was refused.
+    #[error("cannot force a recovery: {0}")]
+    NoForce(crate::order::NoForce),
     /// The operation did not complete in time.
     #[error("timed out")]
     Timeout,

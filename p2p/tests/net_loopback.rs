@@ -348,3 +348,133 @@ fn sequential_proposals_are_acknowledged_and_applied_everywhere() {
         n.stop(false);
     }
 }
+
+/// Starts three nodes (the first founds the cluster) and waits for one view of all three.
+fn three(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    dirs: &[tempfile::TempDir],
+    order: Config,
+) -> (Vec<NodeId>, Vec<Node>) {
+    let cfg = |dir: &Path, peers| NetConfig {
+        order: order.clone(),
+        ..net_config(name, dir, peers)
+    };
+    let ids: Vec<NodeId> = (0..3).map(|_| NodeId::random()).collect();
+    let a = Node::start(rt, cfg(dirs[0].path(), vec![]), ids[0]);
+    a.cluster.wait_member(T).unwrap();
+    let b = Node::start(rt, cfg(dirs[1].path(), vec![a.addr()]), ids[1]);
+    b.cluster.wait_member(T).unwrap();
+    let c = Node::start(rt, cfg(dirs[2].path(), vec![a.addr()]), ids[2]);
+    c.cluster.wait_member(T).unwrap();
+    wait_view(&[&a, &b, &c], &ids);
+    (ids, vec![a, b, c])
+}
+
+/// The quorum gate of the data path: two of three keep it when one stops; the last one,
+/// not the oldest member of its view, loses it within half a failure timeout and a tick.
+/// (A longer failure timeout than the other tests: the gate's window is half of it, and a
+/// loaded CI machine must not stall a driver that long.)
+#[test]
+fn the_quorum_gate_follows_the_members_heard() {
+    let rt = runtime();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let order = Config {
+        failure_timeout: Duration::from_secs(3),
+        ..order_config()
+    };
+    let (ids, mut nodes) = three(&rt, "gate", &dirs, order.clone());
+    wait_until("every node has the quorum gate open", T, || {
+        nodes.iter().all(|n| n.cluster.has_quorum())
+    });
+    let c = nodes.pop().unwrap();
+    c.stop(false);
+    // a and b (two of three) keep it all along, through the removal of c.
+    let end = Instant::now() + order.failure_timeout * 2;
+    while Instant::now() < end {
+        for n in &nodes {
+            assert!(n.cluster.has_quorum(), "{:?}", n.cluster.status());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_view(&[&nodes[0], &nodes[1]], &ids[..2]);
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    assert!(b.cluster.status().quorum);
+    // b alone is half of {a, b} without the oldest member: no quorum.
+    a.stop(false);
+    let stopped = Instant::now();
+    wait_until("b's gate closes", T, || !b.cluster.has_quorum());
+    let took = stopped.elapsed();
+    let limit = order.failure_timeout / 2 + sheep_p2p::net::TICK + Duration::from_millis(500);
+    assert!(took <= limit, "closed after {took:?}");
+    b.stop(false);
+}
+
+/// The whole cluster stops; two of three come back and wait for the third (and say so);
+/// `recover_force` on one of them resumes the cluster with the two, with its whole history;
+/// the third, started later, rejoins and catches up.
+#[test]
+fn a_forced_recovery_resumes_a_stopped_cluster_without_its_absent_member() {
+    let rt = runtime();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ids, nodes) = three(&rt, "force", &dirs, order_config());
+    for k in 0..5 {
+        nodes[k % 3]
+            .cluster
+            .propose(format!("before{k}").into_bytes(), T)
+            .unwrap();
+    }
+    let err = nodes[0].cluster.recover_force().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sheep_p2p::Error::NoForce(sheep_p2p::order::NoForce::Member)
+        ),
+        "{err}"
+    );
+    let logs: Vec<Vec<Entry>> = nodes.into_iter().map(|n| n.stop(false)).collect();
+    let epoch = logs[0].last().unwrap().epoch;
+
+    let a = Node::start(&rt, net_config("force", dirs[0].path(), vec![]), ids[0]);
+    let b = Node::start(
+        &rt,
+        net_config("force", dirs[1].path(), vec![a.addr()]),
+        ids[1],
+    );
+    assert_eq!(a.restored, logs[0]);
+    wait_until("a waits for c only", T, || {
+        a.cluster
+            .status()
+            .waiting
+            .is_some_and(|w| w.missing == vec![ids[2]] && w.epoch == epoch)
+    });
+    std::thread::sleep(order_config().discovery_window * 2);
+    assert!(a.cluster.view().is_none() && b.cluster.view().is_none());
+    assert!(!a.cluster.has_quorum());
+
+    let f = b.cluster.recover_force().unwrap();
+    assert_eq!(f.removed, vec![ids[2]]);
+    assert_eq!(f.epoch, epoch);
+    let v = wait_view(&[&a, &b], &ids[..2]);
+    assert_eq!(v.epoch, epoch + 1);
+    let before: Vec<Vec<u8>> = (0..5).map(|k| format!("before{k}").into_bytes()).collect();
+    assert_eq!(a.app_cmds(), before);
+    b.cluster.propose(b"after".to_vec(), T).unwrap();
+    wait_until("both gates open", T, || {
+        a.cluster.has_quorum() && b.cluster.has_quorum()
+    });
+
+    let c = Node::start(
+        &rt,
+        net_config("force", dirs[2].path(), vec![a.addr()]),
+        ids[2],
+    );
+    c.cluster.wait_member(T).unwrap();
+    wait_view(&[&a, &b, &c], &ids);
+    wait_until("c caught up", T, || c.entries() == a.entries());
+    assert!(c.app_cmds().ends_with(&[b"after".to_vec()]));
+    for n in [a, b, c] {
+        n.stop(false);
+    }
+}

@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sheep_p2p::codec;
 use sheep_p2p::order::{
-    Body, Config, Entry, Input, MemberInfo, Msg, OrderNode, Output, Refusal, ReqId, Seq, Status,
-    View, MAX_BROADCAST,
+    Body, Config, Entry, Forced, Input, MemberInfo, Msg, NoForce, OrderNode, Output, Refusal,
+    ReqId, Seq, Status, View, MAX_BROADCAST,
 };
 use sheep_p2p::NodeId;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -79,9 +79,15 @@ struct Sim {
     global: BTreeMap<(u64, Seq), Entry>,
     /// Whether nodes may have been reset (clusters formed apart and merged).
     merging: bool,
+    /// Whether a forced recovery may have gone on without nodes that held more committed
+    /// entries (they are reset when they come back): histories may then fork at the end of
+    /// the shortest log.
+    forking: bool,
     acked: HashMap<(NodeId, ReqId), Seq>,
     refused: Vec<(NodeId, ReqId, Refusal)>,
     proposed: HashSet<(NodeId, ReqId)>,
+    /// Answers to `Input::RecoverForce`, by node.
+    forced: Vec<(usize, Result<Forced, NoForce>)>,
 }
 
 impl Sim {
@@ -121,7 +127,9 @@ impl Sim {
             acked: HashMap::new(),
             refused: Vec::new(),
             proposed: HashSet::new(),
+            forced: Vec::new(),
             merging: false,
+            forking: false,
         }
     }
 
@@ -269,6 +277,7 @@ impl Sim {
                     let last = self.nodes[i].log.last().map(|e| e.epoch);
                     assert_eq!(Some(v.epoch), last, "a new view comes with its entry");
                 }
+                Output::Forced(r) => self.forced.push((i, r)),
             }
         }
     }
@@ -278,6 +287,11 @@ impl Sim {
         assert_eq!(e.seq, n.log.len() as u64 + 1, "deliveries are consecutive");
         let cluster = n.log.first().map_or(e.hash, |f| f.hash);
         match self.global.get(&(cluster, e.seq)) {
+            Some(g) if self.forking => {
+                if *g != e {
+                    self.global.insert((cluster, e.seq), e.clone());
+                }
+            }
             Some(g) => assert_eq!(g, &e, "two nodes delivered different entries at one seq"),
             None => {
                 self.global.insert((cluster, e.seq), e.clone());
@@ -734,6 +748,81 @@ proptest! {
     }
 }
 
+/// (g) A whole-cluster stop under load (every node crashes at a random moment, so their logs
+/// differ), then `n - absent` nodes start again. With every node back they resume by
+/// themselves; with some absent, `dog cluster recover force` on one of those back resumes
+/// the cluster. Either way it converges with every acknowledged proposal, and the absent
+/// ones, started later, rejoin.
+fn whole_cluster_restart(seed: u64, n: usize, net: NetParams, absent: usize, force_on: usize) {
+    let mut sim = Sim::new(seed, n, net);
+    sim.start_all(100);
+    sim.run(2_500, 0.3);
+    let mut order: Vec<usize> = (0..n).collect();
+    for j in (1..n).rev() {
+        let r = sim.rng.gen_range(0..=j);
+        order.swap(j, r);
+    }
+    for &i in &order {
+        let t = sim.rng.gen_range(0..100);
+        sim.run(t, 0.3);
+        sim.crash(i);
+    }
+    sim.run(500, 0.0);
+    let absent = absent.min(n - 1);
+    let (back, away) = order.split_at(n - absent);
+    let (back, away) = (back.to_vec(), away.to_vec());
+    if absent > 0 {
+        sim.forking = true;
+        sim.merging = true;
+    }
+    for &i in &back {
+        let t = sim.rng.gen_range(0..200);
+        sim.run(t, 0.0);
+        sim.start(i);
+    }
+    sim.run(3_000, 0.0);
+    if absent > 0 {
+        for &i in &back {
+            assert_eq!(sim.machine(i).status(), Status::Searching, "node {i} waits");
+            let w = sim.machine(i).waiting();
+            assert!(w.is_some_and(|w| !w.missing.is_empty()), "node {i} waits");
+        }
+        let i = back[force_on % back.len()];
+        sim.input(i, Input::RecoverForce);
+        assert!(matches!(sim.forced.pop(), Some((_, Ok(_)))));
+    }
+    sim.run(3_000, 0.0);
+    sim.run(1_500, 0.2);
+    sim.settle(15_000);
+    check_final(&sim);
+    for &i in &away {
+        let t = sim.rng.gen_range(0..300);
+        sim.run(t, 0.2);
+        sim.start(i);
+    }
+    sim.run(3_000, 0.2);
+    sim.settle(15_000);
+    check_final(&sim);
+    assert_eq!(sim.live().len(), n);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(12), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// (g) Whole-cluster restarts, with or without the members of the last epoch.
+    #[test]
+    fn a_stopped_cluster_resumes_with_or_without_force(
+        seed in any::<u64>(),
+        n in 3usize..=5,
+        loss in 0u8..=15,
+        slow in any::<bool>(),
+        absent in 0usize..=2,
+        force_on in any::<usize>(),
+    ) {
+        whole_cluster_restart(seed, n, params(loss, 5, slow), absent, force_on);
+    }
+}
+
 /// A proposal goes all the way round (entries, acks, commit, application everywhere, reports of
 /// what was applied, acknowledgement) on the inputs alone: with the clock standing still no
 /// heartbeat or other timer fires, so nothing of it waits for one. The driver's latency is then
@@ -1025,5 +1114,211 @@ fn replay_one_chaos_case() {
         ),
         v[5] != 0,
         &faults,
+    );
+}
+
+/// A cluster of three that ran, settled and stopped (every node crashed at once), with
+/// `restart` of them started again on their stored logs and run past the discovery window.
+fn stopped_cluster(seed: u64, restart: &[usize]) -> Sim {
+    let mut sim = Sim::new(seed, 3, params(5, 5, false));
+    sim.start_all(100);
+    sim.run(2_000, 0.3);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert!(!sim.acked.is_empty());
+    for i in 0..3 {
+        sim.crash(i);
+    }
+    sim.run(500, 0.0);
+    for &i in restart {
+        sim.start(i);
+    }
+    sim.run(3_000, 0.0);
+    sim
+}
+
+/// Ids of the members of node `i`'s view (its stored one while it waits).
+fn view_of(sim: &Sim, i: usize) -> Vec<NodeId> {
+    let m = sim.machine(i);
+    match m.view() {
+        Some(v) => v.members.iter().map(|m| m.id).collect(),
+        None => m.waiting().map(|w| w.members).unwrap_or_default(),
+    }
+}
+
+/// Without `dog cluster recover force`, two of three restarted nodes wait for the third,
+/// and say so; nothing is delivered meanwhile.
+#[test]
+fn two_of_three_restarted_nodes_wait_for_the_third() {
+    let mut sim = stopped_cluster(41, &[0, 1]);
+    let logs: Vec<usize> = sim.nodes.iter().map(|n| n.log.len()).collect();
+    sim.run(10_000, 0.0);
+    for i in [0, 1] {
+        let m = sim.machine(i);
+        assert_eq!(m.status(), Status::Searching, "node {i}");
+        let w = m.waiting().expect("waiting");
+        assert_eq!(w.missing, vec![sim.nodes[2].id], "node {i}");
+        assert_eq!(w.members.len(), 3);
+        assert!(!w.forced);
+        assert_eq!(w.epoch, sim.nodes[i].log.last().unwrap().epoch);
+        assert_eq!(sim.nodes[i].log.len(), logs[i]);
+    }
+}
+
+/// `dog cluster recover force` on one of two restarted nodes (on the one that resumes, or on
+/// the other, which asks it to): the two form a cluster with the whole history, every
+/// proposal acknowledged before the stop is in it, the absent node is removed (the epoch
+/// moves), the cluster orders again, and the third node, started later, rejoins and catches up.
+fn forced_recovery(seed: u64, force_the_resumer: bool) {
+    let mut sim = stopped_cluster(seed, &[0, 1]);
+    let acked_before = sim.acked.clone();
+    let epoch_before = sim.nodes[0].log.last().unwrap().epoch;
+    // Equal logs: the older of the two present members resumes.
+    let order = view_of(&sim, 0);
+    let (a, b) = (sim.nodes[0].id, sim.nodes[1].id);
+    let pos = |id: NodeId| order.iter().position(|x| *x == id).unwrap();
+    let resumer = if pos(a) < pos(b) { 0 } else { 1 };
+    let target = if force_the_resumer {
+        resumer
+    } else {
+        1 - resumer
+    };
+    sim.input(target, Input::RecoverForce);
+    let (who, r) = sim.forced.pop().expect("an answer");
+    assert_eq!(who, target);
+    let f = r.expect("accepted");
+    assert_eq!(f.epoch, epoch_before);
+    assert_eq!(f.removed, vec![sim.nodes[2].id]);
+    assert_eq!(f.resumer, sim.nodes[resumer].id);
+    assert_eq!(f.present.len(), 2);
+    if force_the_resumer {
+        // It resumed at once (the discovery window is long over).
+        assert_eq!(sim.machine(target).status(), Status::Member);
+    } else {
+        // It asked the resumer to, and waits.
+        assert!(sim.machine(target).waiting().is_some_and(|w| w.forced));
+    }
+
+    sim.run(3_000, 0.0);
+    for i in [0, 1] {
+        assert_eq!(sim.machine(i).status(), Status::Member, "node {i}");
+    }
+    let v = sim.machine(0).view().cloned().expect("a view");
+    assert_eq!(v.members.len(), 2);
+    assert_eq!(v.epoch, epoch_before + 1, "the absent member was removed");
+    // It orders again.
+    let before = sim.acked.len();
+    sim.run(2_000, 0.3);
+    sim.settle(10_000);
+    check_final(&sim);
+    assert!(sim.acked.len() > before);
+    for (k, seq) in &acked_before {
+        let e = &sim.nodes[0].log[usize::try_from(*seq).unwrap() - 1];
+        assert!(matches!(&e.body, Body::App { origin, req, .. } if (*origin, *req) == *k));
+    }
+    // A second force is refused: they are members.
+    sim.input(target, Input::RecoverForce);
+    assert!(matches!(sim.forced.pop(), Some((_, Err(NoForce::Member)))));
+
+    // The third comes back: it catches up (its log is a prefix) and joins again.
+    sim.start(2);
+    sim.run(3_000, 0.0);
+    sim.run(1_000, 0.3);
+    sim.settle(15_000);
+    check_final(&sim);
+    assert_eq!(sim.machine(2).view().map(|v| v.members.len()), Some(3));
+    assert_eq!(sim.nodes[2].resets, 0);
+}
+
+#[test]
+fn a_forced_recovery_resumes_two_of_three_and_the_third_rejoins() {
+    for seed in [1u64, 2, 3] {
+        forced_recovery(seed, true);
+    }
+}
+
+#[test]
+fn a_forced_recovery_asked_of_the_other_node_is_carried_out_by_the_resumer() {
+    for seed in [4u64, 5, 6] {
+        forced_recovery(seed, false);
+    }
+}
+
+/// Only one of three comes back: forced, it resumes alone (both others removed); a forced
+/// recovery is refused on a node that has no stored log.
+#[test]
+fn a_forced_recovery_of_one_node_alone() {
+    let mut sim = stopped_cluster(8, &[1]);
+    sim.input(1, Input::RecoverForce);
+    let f = sim.forced.pop().unwrap().1.unwrap();
+    assert_eq!(f.removed.len(), 2);
+    sim.run(2_000, 0.0);
+    assert_eq!(sim.machine(1).status(), Status::Member);
+    assert_eq!(sim.machine(1).view().map(|v| v.members.len()), Some(1));
+    sim.run(1_000, 0.3);
+    sim.settle(10_000);
+    check_final(&sim);
+
+    let mut fresh = Sim::new(9, 1, params(0, 0, false));
+    fresh.start(0);
+    fresh.input(0, Input::RecoverForce);
+    assert!(matches!(fresh.forced.pop(), Some((0, Err(NoForce::NoLog)))));
+}
+
+/// The quorum gate of the data path: a node cut off in a minority sees it close within half a
+/// failure timeout (and a tick), the majority keeps it open, and it opens again on the
+/// minority once the partition has healed and it has rejoined.
+#[test]
+fn the_quorum_gate_closes_on_a_minority_and_opens_again_after_healing() {
+    let mut sim = Sim::new(12, 5, params(0, 0, false));
+    sim.start_all(50);
+    sim.run(2_000, 0.2);
+    sim.settle(10_000);
+    let window = cfg().failure_timeout / 2;
+    let gate = |sim: &Sim, i: usize| sim.machine(i).heard_quorum(sim.at(), window);
+    for i in 0..5 {
+        assert!(gate(&sim, i), "node {i}");
+    }
+    sim.group[3] = 1;
+    sim.group[4] = 1;
+    let ms = u64::try_from(window.as_millis()).unwrap() + 2 * TICK_MS + 30;
+    sim.run(ms, 0.2);
+    for i in 0..5 {
+        assert_eq!(gate(&sim, i), i < 3, "node {i}");
+    }
+    sim.run(3_000, 0.2);
+    for i in 0..5 {
+        assert_eq!(gate(&sim, i), i < 3, "node {i}");
+    }
+    assert_eq!(sim.machine(0).view().map(|v| v.members.len()), Some(3));
+    sim.heal();
+    sim.run(3_000, 0.2);
+    sim.settle(10_000);
+    check_final(&sim);
+    for i in 0..5 {
+        assert!(gate(&sim, i), "node {i}");
+    }
+}
+
+/// Replays one whole-cluster restart case: `ORDER_SIM_RESTART="seed n loss slow absent
+/// force_on"` (for debugging; without it, one fixed case).
+#[test]
+fn replay_one_restart_case() {
+    let spec = std::env::var("ORDER_SIM_RESTART").unwrap_or_else(|_| "1 4 5 0 1 0".to_owned());
+    let v: Vec<u64> = spec
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert!(
+        v.len() >= 6,
+        "ORDER_SIM_RESTART=\"seed n loss slow absent force_on\""
+    );
+    let us = |x: u64| usize::try_from(x).unwrap_or(0);
+    whole_cluster_restart(
+        v[0],
+        us(v[1]),
+        params(u8::try_from(v[2]).unwrap_or(0), 5, v[3] != 0),
+        us(v[4]),
+        us(v[5]),
     );
 }

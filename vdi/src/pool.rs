@@ -359,6 +359,27 @@ impl Pool {
             .collect()
     }
 
+    /// The data objects a VDI's allocation table names (its own and those it shares with a
+    /// parent), by its mount name (`name` or `name@tag`), sorted by id.
+    pub fn data_objects(&self, name: &str) -> Result<Vec<Oid>> {
+        let vdi = self.vdi(self.ino_of(name)?)?;
+        let mut oids: Vec<Oid> = {
+            let inner = vdi.inner.lock();
+            inner.table.iter().map(|(i, v)| Oid::data(v, i)).collect()
+        };
+        oids.sort_unstable();
+        oids.dedup();
+        Ok(oids)
+    }
+
+    /// Every data object some allocation table names (of every VDI, snapshot and unlinked
+    /// but open VDI), sorted by id.
+    pub fn all_data_objects(&self) -> Vec<Oid> {
+        let mut oids: Vec<Oid> = self.refs.lock().objects().collect();
+        oids.sort_unstable();
+        oids
+    }
+
     /// Looks a VDI up by its mount name (`name` or `name@tag`).
     pub fn lookup(&self, name: &str) -> Result<VdiAttr> {
         let ino = self.ino_of(name)?;

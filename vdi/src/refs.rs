@@ -54,6 +54,11 @@ impl Refs {
         self.objects.get(&oid).copied().unwrap_or(0)
     }
 
+    /// Every referenced object.
+    pub(crate) fn objects(&self) -> impl Iterator<Item = Oid> + '_ {
+        self.objects.keys().copied()
+    }
+
     /// True while any referenced object is owned by `vid`.
     pub(crate) fn owns_objects(&self, vid: Vid) -> bool {
         self.vids.contains_key(&vid)

@@ -88,3 +88,31 @@ fn shared_bytes_follow_the_references_of_other_vdis() {
     let s = pool.lookup("a@s").unwrap();
     assert_eq!((s.allocated, s.shared), (8192, 0));
 }
+
+#[test]
+fn the_data_objects_of_a_vdi_and_of_the_pool_are_listed_for_checks() {
+    let store = Arc::new(MemStore::new());
+    let pool = Pool::open(store.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", 4 * OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"0").unwrap();
+    pool.write(a.ino, 2 * OBJ, b"2").unwrap();
+    assert_eq!(pool.data_objects("a").unwrap().len(), 2);
+    pool.snapshot("a", "t").unwrap();
+    // The snapshot and the VDI share both objects; a write to the VDI copies one.
+    assert_eq!(
+        pool.data_objects("a@t").unwrap(),
+        pool.data_objects("a").unwrap()
+    );
+    pool.write(a.ino, 0, b"x").unwrap();
+    let own = pool.data_objects("a").unwrap();
+    let snap = pool.data_objects("a@t").unwrap();
+    assert_eq!((own.len(), snap.len()), (2, 2));
+    assert_ne!(own, snap);
+    let all = pool.all_data_objects();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    for o in own.iter().chain(&snap) {
+        assert!(all.contains(o));
+    }
+    assert!(matches!(pool.data_objects("b"), Err(Error::NotFound(_))));
+}

@@ -4,6 +4,8 @@
 //! and exits with a code that tells scripts what happened (see `dog --help`).
 
 // A binary's root looks for modules beside it; these live in `dog/`.
+#[path = "dog/check.rs"]
+mod check;
 #[path = "dog/cli.rs"]
 mod cli;
 #[path = "dog/exit.rs"]
@@ -16,7 +18,7 @@ mod tree;
 use anyhow::{bail, Context};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Format, UsageError, View};
+use cli::{Cli, Format, Plan, UsageError, View};
 use serde::Serialize;
 use sheep_admin::{Client, Reply};
 use std::io::Write;
@@ -38,11 +40,24 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let (request, view) = cli.command.plan()?;
+    let plan = cli.command.plan()?;
     let mut client = Client::connect(&cli.socket)?;
-    let reply = client.call(&request)?;
-    let text = show(view, reply)?;
-    print(&text)
+    match plan {
+        Plan::Call(request, view) => {
+            let reply = client.call(&request)?;
+            let text = show(view, reply)?;
+            print(&text)
+        }
+        Plan::Check { vdi, args } => {
+            let mut progress = check::Progress::stderr();
+            let summary = check::run(&mut client, vdi, !args.no_repair, &mut progress)?;
+            let text = either(Format { json: args.json }, &summary, || {
+                check::render(&summary)
+            })?;
+            print(&text)?;
+            summary.verdict()
+        }
+    }
 }
 
 /// Renders `reply` as `view` asks.
@@ -59,6 +74,9 @@ fn show(view: View, reply: Reply) -> anyhow::Result<String> {
         (View::NodeList(f), Reply::ClusterInfo(c)) => {
             either(f, &c.members, || render::node_list(&c.members))
         }
+        (View::Forced(f), Reply::Forced(r)) => either(f, &r, || render::forced(&r)),
+        (View::Recovery(f), Reply::Recovery(r)) => either(f, &r, || render::recovery(&r)),
+        (View::Throttle, Reply::Recovery(r)) => Ok(render::throttle(r.throttle)),
         (_, reply) => bail!(
             "sheepfs sent an unexpected reply ({}); are dog and sheepfs the same version?",
             reply_name(&reply)
@@ -87,6 +105,9 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::VdiList(_) => "VdiList",
         Reply::NodeInfo(_) => "NodeInfo",
         Reply::ClusterInfo(_) => "ClusterInfo",
+        Reply::Forced(_) => "Forced",
+        Reply::Recovery(_) => "Recovery",
+        Reply::Check(_) => "Check",
     }
 }
 

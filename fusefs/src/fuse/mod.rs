@@ -54,7 +54,7 @@ mod ops;
 mod options;
 
 pub use ops::SheepFs;
-pub use options::{max_write_allowed, mount_config, FsOptions, TTL};
+pub use options::{max_write_allowed, mount_config, FsOptions, QuorumGate, TTL};
 
 use crate::attr::{file_attr, perm_bits, time_or_now};
 use crate::dir::entries_after;
@@ -317,6 +317,9 @@ impl fuser::Filesystem for SheepFs {
             let Ok(len) = usize::try_from(size) else {
                 return reply.error(Errno::EINVAL);
             };
+            if let Err(e) = self.gate() {
+                return reply.error(e);
+            }
             READ_BUF.with_borrow_mut(|buf| {
                 if buf.len() < len {
                     buf.resize(len, 0);
@@ -354,6 +357,9 @@ impl fuser::Filesystem for SheepFs {
                 len = data.len()
             )
             .entered();
+            if let Err(e) = self.gate() {
+                return reply.error(e);
+            }
             match self.pool.write(Ino(ino.0), offset, data) {
                 Ok(n) => match u32::try_from(n) {
                     Ok(n) => reply.written(n),
@@ -504,6 +510,9 @@ impl fuser::Filesystem for SheepFs {
                 datasync
             )
             .entered();
+            if let Err(e) = self.gate() {
+                return reply.error(e);
+            }
             let res = self.pool.flush(Ino(ino.0)).map_err(|e| {
                 warn!(ino = ino.0, error = %e, "fsync failed");
                 fuse_errno(&e)
@@ -659,7 +668,10 @@ impl fuser::Filesystem for SheepFs {
                 mode
             )
             .entered();
-            let res = vdi_ino(ino).and_then(|ino| self.do_fallocate(ino, offset, length, mode));
+            let res = self
+                .gate()
+                .and_then(|()| vdi_ino(ino))
+                .and_then(|ino| self.do_fallocate(ino, offset, length, mode));
             empty_reply(reply, res);
         });
     }
@@ -718,6 +730,9 @@ impl fuser::Filesystem for SheepFs {
             .entered();
             if !flags.is_empty() {
                 return reply.error(Errno::EINVAL);
+            }
+            if let Err(e) = self.gate() {
+                return reply.error(e);
             }
             let fhs = (fh_in.0, fh_out.0);
             let at = copy::Cursor {

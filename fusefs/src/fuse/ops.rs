@@ -44,6 +44,12 @@ impl SheepFs {
         }
     }
 
+    /// The quorum gate of the data path (see [`super::QuorumGate`]): `EIO` when the cluster
+    /// holds no quorum within the I/O timeout.
+    pub(super) fn gate(&self) -> Result<(), Errno> {
+        self.options.quorum.as_ref().map_or(Ok(()), |g| g.pass())
+    }
+
     /// Opens a handle on `ino`: counts it, honours `O_TRUNC`, picks the cache mode.
     pub(super) fn open_file(
         &self,

@@ -1,7 +1,8 @@
 //! Mount options and the kernel connection's tuning.
 
-use fuser::{Config, MountOption, SessionACL};
-use std::time::Duration;
+use fuser::{Config, Errno, MountOption, SessionACL};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How long the kernel may cache attributes and directory entries.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -24,6 +25,10 @@ pub struct FsOptions {
     /// concurrent O_DIRECT writers to one file (QEMU `cache=none,aio=threads`) are not
     /// serialised on the inode lock. Buffered opens always use the page cache.
     pub parallel_direct_writes: bool,
+    /// Data operations (read, write, fsync, fallocate, copy_file_range) wait for the cluster
+    /// to hold a quorum, and fail with EIO when it does not within its timeout. `None`: no
+    /// gate (a pool of its own).
+    pub quorum: Option<QuorumGate>,
 }
 
 impl Default for FsOptions {
@@ -31,7 +36,63 @@ impl Default for FsOptions {
         FsOptions {
             max_write: max_write_allowed(MAX_WRITE),
             parallel_direct_writes: true,
+            quorum: None,
         }
+    }
+}
+
+/// How often a data operation looks at a closed quorum gate again.
+const GATE_POLL: Duration = Duration::from_millis(20);
+
+/// The quorum gate of the data path: a host cut off in a minority of the cluster must not
+/// read data the majority may have overwritten, nor write where the majority cannot see it.
+/// Each data operation asks `open` (cheap: an atomic load, see
+/// `sheep_p2p::net::Cluster::has_quorum`) and, while it is closed, waits up to `timeout`
+/// (`--io-timeout`), then fails with EIO.
+#[derive(Clone)]
+pub struct QuorumGate {
+    open: Arc<dyn Fn() -> bool + Send + Sync>,
+    timeout: Duration,
+}
+
+impl QuorumGate {
+    /// A gate that is open while `open` says so.
+    pub fn new(open: impl Fn() -> bool + Send + Sync + 'static, timeout: Duration) -> QuorumGate {
+        QuorumGate {
+            open: Arc::new(open),
+            timeout,
+        }
+    }
+
+    /// Returns at once when the gate is open, else once it opens, or `EIO` after the timeout.
+    pub fn pass(&self) -> Result<(), Errno> {
+        if (self.open)() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    timeout = ?self.timeout,
+                    "no quorum of the cluster within the I/O timeout: EIO"
+                );
+                return Err(Errno::EIO);
+            }
+            std::thread::sleep(GATE_POLL.min(deadline - now));
+            if (self.open)() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for QuorumGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuorumGate")
+            .field("open", &(self.open)())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -77,6 +138,34 @@ mod tests {
             .mount_options
             .contains(&MountOption::CUSTOM("subtype=sheepfs".into())));
         assert_eq!(mount_config(0).n_threads, Some(1));
+    }
+
+    #[test]
+    fn the_quorum_gate_passes_when_open_and_fails_with_eio_after_its_timeout() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let open = Arc::new(AtomicBool::new(true));
+        let o = open.clone();
+        let gate = QuorumGate::new(move || o.load(Ordering::SeqCst), Duration::from_millis(150));
+        assert!(gate.pass().is_ok());
+        open.store(false, Ordering::SeqCst);
+        let t = Instant::now();
+        assert_eq!(gate.pass(), Err(Errno::EIO));
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        // It opens while an operation waits: the operation goes on.
+        let o = open.clone();
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            o.store(true, Ordering::SeqCst);
+        });
+        let long = QuorumGate::new(
+            {
+                let o = open.clone();
+                move || o.load(Ordering::SeqCst)
+            },
+            Duration::from_secs(10),
+        );
+        assert!(long.pass().is_ok());
+        opener.join().unwrap();
     }
 
     #[test]

@@ -7,7 +7,9 @@ use super::{multiaddr_to_socket, Cmd, Delivery, NetConfig, Shared, TICK};
 use crate::error::{Error, Result};
 use crate::node::NodeId;
 use crate::order::Msg;
-use crate::order::{Entry, Input, MemberInfo, OrderNode, Output, ReqId, Seq, Status};
+use crate::order::{
+    Entry, Forced, Input, MemberInfo, NoForce, OrderNode, Output, ReqId, Seq, Status, Waiting,
+};
 use futures::StreamExt;
 use libp2p::core::upgrade::Version;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, ValidationMode};
@@ -87,6 +89,12 @@ pub(crate) struct Driver {
     jobs: Option<Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     proposals: HashMap<ReqId, Sender<Result<Seq>>>,
+    /// Who waits for the answer to a forced recovery.
+    force_reply: Option<Sender<std::result::Result<Forced, NoForce>>>,
+    /// Half the failure timeout: the window of the quorum gate.
+    quorum_window: Duration,
+    /// What was last published of the waiting state.
+    published_waiting: Option<Waiting>,
     /// Direct messages waiting for a free request slot of their node: at most
     /// [`MAX_INFLIGHT`] requests per node, and what piles up meanwhile goes in one batch.
     outq: HashMap<NodeId, VecDeque<Msg>>,
@@ -222,6 +230,7 @@ impl Driver {
         let writer = writer::spawn(s.log, jobs_rx, s.deliver, s.shared.clone())?;
         let now = Instant::now();
         let alone = !s.cfg.mdns && s.peers.is_empty();
+        let quorum_window = s.cfg.order.failure_timeout / 2;
         let mut node = OrderNode::new(s.me.clone(), s.cfg.order.clone(), s.restored, now);
         // `--no-mdns` without `--peer`: nobody can be found, form (or re-form) at once.
         let initial = if alone {
@@ -257,6 +266,9 @@ impl Driver {
             jobs: Some(jobs),
             writer: Some(writer),
             proposals: HashMap::new(),
+            force_reply: None,
+            quorum_window,
+            published_waiting: None,
             outq: HashMap::new(),
             inflight: HashMap::new(),
             inflight_req: HashMap::new(),
@@ -316,6 +328,9 @@ impl Driver {
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
+        shared
+            .quorum
+            .store(false, std::sync::atomic::Ordering::Release);
         shared.update(|st| {
             st.running = false;
             if st.fatal.is_none() {
@@ -328,6 +343,10 @@ impl Driver {
 
     fn on_tick(&mut self) {
         self.step(Input::Tick);
+        let ok = self.node.heard_quorum(Instant::now(), self.quorum_window);
+        self.shared
+            .quorum
+            .store(ok, std::sync::atomic::Ordering::Release);
         self.redial();
         self.redial_heard();
         let now = Instant::now();
@@ -355,6 +374,10 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                     self.stop_at.get_or_insert_with(Instant::now);
                 }
+            }
+            Cmd::RecoverForce { reply } => {
+                self.force_reply = Some(reply);
+                self.step(Input::RecoverForce);
             }
             Cmd::Stop => self.stop_at = Some(Instant::now()),
         }
@@ -414,6 +437,11 @@ impl Driver {
                 // Force the epoch log to be republished.
                 self.published = None;
             }
+            Output::Forced(r) => {
+                if let Some(reply) = self.force_reply.take() {
+                    let _ = reply.send(r);
+                }
+            }
         }
     }
 
@@ -441,9 +469,14 @@ impl Driver {
         let delivered = self.node.delivered();
         let epoch = self.node.view().map(|v| v.epoch);
         let key = (status, delivered, epoch, self.listen.len());
-        if self.published.as_ref() == Some(&key) && !self.peers_dirty {
+        let waiting = self.node.waiting();
+        if self.published.as_ref() == Some(&key)
+            && !self.peers_dirty
+            && waiting == self.published_waiting
+        {
             return;
         }
+        self.published_waiting = waiting.clone();
         let epoch_changed = self.published.as_ref().is_none_or(|p| p.2 != epoch);
         self.published = Some(key);
         self.peers_dirty = false;
@@ -460,6 +493,7 @@ impl Driver {
             }
             st.peers = peers;
             st.listen = listen;
+            st.waiting = waiting;
         });
     }
 

@@ -23,10 +23,12 @@ mod writer;
 
 use crate::error::{Error, Result};
 use crate::node::NodeId;
-use crate::order::{Config, Entry, Epoch, MemberInfo, ReqId, Seq, Status, View};
+use crate::order::{
+    Config, Entry, Epoch, Forced, MemberInfo, NoForce, ReqId, Seq, Status, View, Waiting,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,11 @@ pub struct ClusterStatus {
     pub peers: Vec<NodeId>,
     /// Addresses libp2p listens on.
     pub listen: Vec<SocketAddr>,
+    /// Restarted with a stored log whose view has other members: what this node waits for
+    /// before it resumes the cluster (`None` once a member, or when it has no such log).
+    pub waiting: Option<Waiting>,
+    /// The quorum gate of the data path (see [`Cluster::has_quorum`]).
+    pub quorum: bool,
 }
 
 /// A handle on the running driver. Cheap to clone; when the last handle is dropped the driver
@@ -105,6 +112,8 @@ impl Drop for Inner {
 pub(crate) struct Shared {
     state: Mutex<SharedState>,
     cond: Condvar,
+    /// The quorum gate of the data path, refreshed by the driver at every tick.
+    pub(crate) quorum: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -115,6 +124,7 @@ pub(crate) struct SharedState {
     delivered: Seq,
     peers: Vec<NodeId>,
     listen: Vec<SocketAddr>,
+    waiting: Option<Waiting>,
     running: bool,
     fatal: Option<String>,
 }
@@ -173,6 +183,9 @@ pub(crate) enum Cmd {
     Leave {
         reply: std::sync::mpsc::Sender<Result<()>>,
     },
+    RecoverForce {
+        reply: std::sync::mpsc::Sender<std::result::Result<Forced, NoForce>>,
+    },
     Stop,
 }
 
@@ -211,10 +224,12 @@ impl Cluster {
                 delivered: restored.last().map_or(0, |e| e.seq),
                 peers: Vec::new(),
                 listen: Vec::new(),
+                waiting: None,
                 running: true,
                 fatal: None,
             }),
             cond: Condvar::new(),
+            quorum: AtomicBool::new(false),
         });
         let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
         let (deliver_tx, deliver_rx) = std::sync::mpsc::channel();
@@ -290,6 +305,35 @@ impl Cluster {
             delivered: st.delivered,
             peers: st.peers,
             listen: st.listen,
+            waiting: st.waiting,
+            quorum: self.has_quorum(),
+        }
+    }
+
+    /// The quorum gate of the data path, cheap enough to ask before every I/O: true iff this
+    /// node is a member and has heard, within half the failure timeout, from enough members of
+    /// its view to make a quorum with itself (the rule of the log: a strict majority, or
+    /// exactly half including the oldest member). A node cut off in a minority sees it turn
+    /// false within half a failure timeout and a tick ([`TICK`]), and true again once it is a
+    /// member after the partition heals.
+    pub fn has_quorum(&self) -> bool {
+        self.inner.shared.quorum.load(Ordering::Acquire)
+    }
+
+    /// `dog cluster recover force`: when this node restarted with a stored log and waits for
+    /// members of the last epoch that do not come back, resume the cluster with the members
+    /// it hears now and remove the absent ones. The node with the longest log resumes it (this
+    /// one or another present member, which is asked to); the others follow. Refused
+    /// ([`Error::NoForce`]) when this node does not wait (it is a member, or joins a running
+    /// cluster, or has no stored log). Returns the plan as it stands; the cluster resumes once
+    /// the discovery window has passed.
+    pub fn recover_force(&self) -> Result<Forced> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Cmd::RecoverForce { reply: tx })?;
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(r) => r.map_err(Error::NoForce),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(self.stopped()),
         }
     }
 

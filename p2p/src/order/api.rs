@@ -161,6 +161,11 @@ pub enum Input {
     },
     /// Leave the cluster cleanly (SIGTERM).
     Leave,
+    /// `dog cluster recover force`: a node restarted with a stored log that waits for the
+    /// members of its last epoch resumes the cluster with the members it hears now (the one
+    /// with the longest log resumes it; it may be another node, which is asked to) and removes
+    /// the absent ones with `Fail` entries. Answered by [`Output::Forced`].
+    RecoverForce,
 }
 
 /// Something the machine wants done.
@@ -198,6 +203,57 @@ pub enum Output {
     },
     /// The membership changed (also when this node becomes a member).
     ViewChanged(View),
+    /// The answer to [`Input::RecoverForce`].
+    Forced(Result<Forced, NoForce>),
+}
+
+/// What a node restarted with a stored log waits for before it resumes the cluster (see
+/// [`super::OrderNode::waiting`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The epoch of its stored log (the last epoch it knows).
+    pub epoch: Epoch,
+    /// The members of that epoch, oldest first (this node included).
+    pub members: Vec<NodeId>,
+    /// Those it has not heard from: it resumes once it has heard them all, or when forced.
+    pub missing: Vec<NodeId>,
+    /// A forced recovery was asked for and is under way.
+    pub forced: bool,
+}
+
+/// A forced recovery that was accepted (see [`Input::RecoverForce`]): what the node will do
+/// with what it hears now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forced {
+    /// The epoch of the stored log that is resumed.
+    pub epoch: Epoch,
+    /// The node that resumes the cluster as its sequencer (the longest log among the present
+    /// members, then the oldest); when it is another node, that node is asked to.
+    pub resumer: NodeId,
+    /// The members that resume the cluster (heard now, with a stored log).
+    pub present: Vec<NodeId>,
+    /// The members removed (`Fail`) because they are not heard.
+    pub removed: Vec<NodeId>,
+}
+
+/// Why a forced recovery was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum NoForce {
+    /// This node is already a member of a running cluster: there is nothing to recover.
+    #[error("this host is already a member of a running cluster: nothing to recover")]
+    Member,
+    /// This node has no stored log: it forms or joins a cluster by itself.
+    #[error("this host has no stored cluster log: it forms or joins a cluster by itself")]
+    NoLog,
+    /// The stored log removed this node: it waits to join a running cluster.
+    #[error("this host is not a member of its stored view: it waits to join a running cluster")]
+    NotInView,
+    /// A running cluster was heard: this node is joining (or resuming into) it.
+    #[error("a running cluster was heard: this host is joining it")]
+    Joining,
+    /// This node left the cluster.
+    #[error("this host left the cluster")]
+    Left,
 }
 
 /// Largest encoded message the driver may broadcast (gossipsub refuses > 64 KiB).

@@ -35,6 +35,18 @@
 //! sequencer is never refused (it might be in the log): it is retried with the same id until
 //! acknowledged.
 //!
+//! # Whole-cluster restart and forced recovery
+//!
+//! A node restarted on a stored log whose view has other members searches until it has heard
+//! (hellos) every member of that view; the one with the longest log (then the oldest) resumes
+//! as sequencer under a new ballot and says `resume` in its heartbeats. The others catch up
+//! with its committed log (chain-checked, while still searching) and resume their membership
+//! with their stored incarnation. [`Input::RecoverForce`] (`dog cluster recover force`) does
+//! not wait for the absent members: the longest log among the members heard resumes (asked
+//! with [`Msg::RecoverForce`] when it is another node), after appending `Fail` for each absent
+//! member to its log without a quorum (all members wait: nobody else orders). Waiting nodes
+//! report what they wait for ([`OrderNode::waiting`]).
+//!
 //! # Merging clusters formed apart
 //!
 //! Nodes that did not hear each other within the discovery window form separate clusters of
@@ -53,8 +65,8 @@
 //! heard in another cluster since.
 
 use super::api::{
-    Body, Config, Entry, Epoch, Input, MemberInfo, Output, Refusal, ReqId, Seq, Status, View,
-    MAX_BROADCAST, MAX_COMMAND,
+    Body, Config, Entry, Epoch, Forced, Input, MemberInfo, NoForce, Output, Refusal, ReqId, Seq,
+    Status, View, Waiting, MAX_BROADCAST, MAX_COMMAND,
 };
 use crate::codec;
 use crate::node::NodeId;
@@ -262,6 +274,13 @@ pub enum Msg {
         /// Whether `entries` reach `last`.
         complete: bool,
     },
+    /// `dog cluster recover force` was run on the sender, which waits like the receiver for
+    /// the members of the last epoch: the receiver has the longest log of those present, so
+    /// it is to resume the cluster without the absent ones.
+    RecoverForce {
+        /// The identity of the sender's log.
+        cluster: Option<ClusterId>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,7 +294,15 @@ enum Phase {
 #[derive(Clone, Debug)]
 struct HelloSeen {
     last: Seq,
+    last_hash: u64,
     at: Instant,
+}
+
+/// A forced recovery asked of this node (see [`Input::RecoverForce`]).
+#[derive(Clone, Debug)]
+struct ForceReq {
+    /// When the resumer (another node) was last asked to resume, and which one.
+    sent: Option<(Instant, NodeId)>,
 }
 
 #[derive(Clone, Debug)]
@@ -287,6 +314,9 @@ struct ClusterSeen {
     sequencer: NodeId,
     ballot: Ballot,
     commit: Seq,
+    /// Its sequencer resumed it after every member restarted: a restarted member of its view
+    /// catches up and resumes its membership instead of joining again.
+    resume: bool,
     at: Instant,
 }
 
@@ -374,6 +404,13 @@ pub struct OrderNode {
     moved: HashMap<NodeId, ClusterId>,
     /// The other cluster with data we already warned about.
     warned: Option<ClusterId>,
+    /// A forced recovery under way (searching with a stored log only).
+    force: Option<ForceReq>,
+    /// Our stored log was found to be a prefix of the committed log of the cluster we catch
+    /// up with (entries of it chained onto ours) while not a member.
+    verified: bool,
+    /// When each node was last heard from (any message): the quorum gate of the data path.
+    heard_any: HashMap<NodeId, Instant>,
 }
 
 impl std::fmt::Debug for OrderNode {
@@ -462,8 +499,9 @@ fn apply_membership(members: &mut Vec<MemberInfo>, body: &Body) {
     }
 }
 
-/// Strict majority of `members`, or exactly half including the oldest (the sequencer).
-fn quorum(members: &[MemberInfo], has: impl Fn(NodeId) -> bool) -> bool {
+/// The quorum rule of the log: a strict majority of `members`, or exactly half including the
+/// oldest (the sequencer). `has` tells which members count.
+pub fn quorum(members: &[MemberInfo], has: impl Fn(NodeId) -> bool) -> bool {
     let n = members.len();
     let c = members.iter().filter(|m| has(m.id)).count();
     2 * c > n || (n > 0 && 2 * c == n && has(members[0].id))
@@ -549,6 +587,9 @@ impl OrderNode {
             has_app: false,
             moved: HashMap::new(),
             warned: None,
+            force: None,
+            verified: false,
+            heard_any: HashMap::new(),
         };
         for e in restored {
             if e.seq != n.delivered() + 1 {
@@ -596,6 +637,7 @@ impl OrderNode {
             Input::Applied { seq } => self.on_applied(now, seq, &mut out),
             Input::Discovered { id } => self.on_discovered(id, &mut out),
             Input::Leave => self.on_leave(now, &mut out),
+            Input::RecoverForce => self.on_recover_force(&mut out),
         }
         self.timers(now, &mut out);
         self.flush(now, &mut out);
@@ -655,6 +697,46 @@ impl OrderNode {
             Phase::Joining | Phase::Searching => self.cluster.as_ref().map(|c| c.sequencer),
             Phase::Left => None,
         }
+    }
+
+    /// What this node waits for, when it restarted with a stored log whose view has other
+    /// members and has not resumed yet: the members of that view it has not heard from.
+    /// `None` otherwise (a member, a node joining a running cluster, a node without a log).
+    pub fn waiting(&self) -> Option<Waiting> {
+        if self.phase != Phase::Searching || self.log.is_empty() || !self.in_view(self.me.id) {
+            return None;
+        }
+        let members: Vec<NodeId> = self.members().iter().map(|m| m.id).collect();
+        let missing = members
+            .iter()
+            .filter(|id| **id != self.me.id && !self.hellos.contains_key(id))
+            .copied()
+            .collect();
+        Some(Waiting {
+            epoch: self.epoch(),
+            members,
+            missing,
+            forced: self.force.is_some(),
+        })
+    }
+
+    /// The quorum gate of the data path: whether this node is a member that has heard, within
+    /// `window`, from enough members of its view to form a quorum with itself (by the rule of
+    /// the log: a strict majority, or exactly half including the oldest member). Any message
+    /// counts. A node cut off in a minority sees it turn false `window` after the last word
+    /// from the others, well before the log's failure timeout removes anyone.
+    pub fn heard_quorum(&self, now: Instant, window: Duration) -> bool {
+        if self.status() != Status::Member {
+            return false;
+        }
+        let me = self.me.id;
+        quorum(self.members(), |id| {
+            id == me
+                || self
+                    .heard_any
+                    .get(&id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+        })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -816,6 +898,8 @@ impl OrderNode {
     fn become_member(&mut self, now: Instant) {
         self.phase = Phase::Member;
         self.no_quorum = false;
+        self.verified = false;
+        self.force = None;
         let ids: Vec<NodeId> = self.members().iter().map(|m| m.id).collect();
         for id in ids {
             self.last_heard.insert(id, now);
@@ -864,6 +948,7 @@ impl OrderNode {
                     sequencer: s,
                     ballot: self.promised,
                     commit: self.delivered(),
+                    resume: false,
                     at: now,
                 });
             }
@@ -963,6 +1048,7 @@ impl OrderNode {
             sequencer: from,
             ballot,
             commit: 0,
+            resume: true,
             at: now,
         });
         self.become_member(now);
@@ -988,18 +1074,35 @@ impl OrderNode {
         let expiry = self.cfg.failure_timeout.max(self.cfg.discovery_window);
         self.hellos
             .retain(|_, h| now.saturating_duration_since(h.at) <= expiry);
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| now.saturating_duration_since(c.at) > self.cfg.failure_timeout * 3)
+        {
+            // The cluster we heard went silent.
+            self.cluster = None;
+        }
         if now.saturating_duration_since(self.started) < self.cfg.discovery_window {
             return;
         }
-        if self.cluster.is_some() {
-            self.phase = Phase::Joining;
-            self.join_sent = None;
+        if let Some(c) = &self.cluster {
+            if !self.resuming_into(c) {
+                self.phase = Phase::Joining;
+                self.join_sent = None;
+                self.force = None;
+            }
+            // Else: it resumed our stopped cluster; we catch up with it (sync) and resume our
+            // membership when its heartbeat says we can.
             return;
         }
         if !self.log.is_empty() {
             // A stored log: resume when every member of the stored view is here.
             let members = self.members().to_vec();
             if !members.iter().any(|m| m.id == self.me.id) {
+                return;
+            }
+            if self.force.is_some() {
+                self.force_timers(now, out);
                 return;
             }
             let mut best: Option<(Seq, usize, NodeId)> = None;
@@ -1030,6 +1133,136 @@ impl OrderNode {
         let waited = now.saturating_duration_since(self.started) >= self.cfg.discovery_window * 3;
         if lowest || waited {
             self.form(now, out);
+        }
+    }
+
+    /// Whether `c` is our stopped cluster resumed by a member of our stored view, which we
+    /// are to resume our membership in once we have caught up with it.
+    fn resuming_into(&self, c: &ClusterSeen) -> bool {
+        c.resume
+            && !self.log.is_empty()
+            && c.id.is_some()
+            && c.id == self.cluster_id()
+            && c.commit >= self.delivered()
+            && self.in_view(self.me.id)
+            && self.in_view(c.sequencer)
+    }
+
+    /// The members of the stored view that a forced recovery resumes with (this node and
+    /// those heard with a stored log that agrees with ours), the absent ones, and the one
+    /// that resumes: the longest log, then the oldest member (as the normal resume).
+    fn force_plan(&self) -> (Vec<NodeId>, Vec<NodeId>, NodeId) {
+        let mut present = Vec::new();
+        let mut absent = Vec::new();
+        let mut best: Option<((Seq, usize), NodeId)> = None;
+        let d = self.delivered();
+        for (pos, m) in self.members().iter().enumerate() {
+            let last = if m.id == self.me.id {
+                Some(d)
+            } else {
+                self.hellos
+                    .get(&m.id)
+                    .filter(|h| {
+                        h.last > 0
+                            && (h.last > d
+                                || self.entry(h.last).is_some_and(|e| e.hash == h.last_hash))
+                    })
+                    .map(|h| h.last)
+            };
+            match last {
+                Some(last) => {
+                    present.push(m.id);
+                    let key = (last, usize::MAX - pos);
+                    if best.is_none_or(|(b, _)| key > b) {
+                        best = Some((key, m.id));
+                    }
+                }
+                None => absent.push(m.id),
+            }
+        }
+        (present, absent, best.map_or(self.me.id, |(_, id)| id))
+    }
+
+    fn on_recover_force(&mut self, out: &mut Out) {
+        let r = match self.phase {
+            Phase::Member => Err(NoForce::Member),
+            Phase::Left => Err(NoForce::Left),
+            Phase::Joining => Err(NoForce::Joining),
+            Phase::Searching if self.log.is_empty() => Err(NoForce::NoLog),
+            Phase::Searching if !self.in_view(self.me.id) => Err(NoForce::NotInView),
+            Phase::Searching if self.cluster.is_some() => Err(NoForce::Joining),
+            Phase::Searching => {
+                if self.force.is_none() {
+                    self.force = Some(ForceReq { sent: None });
+                }
+                let (present, removed, resumer) = self.force_plan();
+                tracing::warn!(
+                    epoch = self.epoch(),
+                    ?present,
+                    ?removed,
+                    %resumer,
+                    "forced recovery asked for: the cluster resumes without the absent members"
+                );
+                Ok(Forced {
+                    epoch: self.epoch(),
+                    resumer,
+                    present,
+                    removed,
+                })
+            }
+        };
+        out.v.push(Output::Forced(r));
+    }
+
+    /// Another waiting member was forced and found our log the longest: we resume.
+    fn on_force_msg(&mut self, from: NodeId, cluster: Option<ClusterId>) {
+        let waiting = self.phase == Phase::Searching
+            && !self.log.is_empty()
+            && self.cluster.is_none()
+            && cluster.is_some()
+            && cluster == self.cluster_id()
+            && self.in_view(self.me.id)
+            && self.in_view(from);
+        if waiting && self.force.is_none() {
+            tracing::warn!(%from, "a forced recovery was asked for on another member");
+            self.force = Some(ForceReq { sent: None });
+        }
+    }
+
+    /// A forced recovery: resume now with the members heard, or ask the one that has the
+    /// longest log to.
+    fn force_timers(&mut self, now: Instant, out: &mut Out) {
+        let (present, absent, best) = self.force_plan();
+        if best == self.me.id {
+            self.force = None;
+            tracing::warn!(
+                epoch = self.epoch(),
+                ?present,
+                removed = ?absent,
+                "forced recovery: resuming the cluster without its absent members"
+            );
+            // Nobody else orders this cluster (its members all wait for each other): the
+            // removals are committed here, as the stored log they extend.
+            for id in absent {
+                let e = make_entry(self.dtip(), Body::Fail(id));
+                self.deliver(e, now, out);
+            }
+            self.resume(now, out);
+            return;
+        }
+        let retry = self.prop_retry();
+        let Some(f) = self.force.as_mut() else { return };
+        let due = f
+            .sent
+            .is_none_or(|(t, to)| to != best || now.saturating_duration_since(t) >= retry);
+        if due {
+            f.sent = Some((now, best));
+            out.v.push(Output::Send {
+                to: best,
+                msg: Msg::RecoverForce {
+                    cluster: self.cluster_id(),
+                },
+            });
         }
     }
 
@@ -1185,6 +1418,16 @@ impl OrderNode {
         if from == self.me.id {
             return;
         }
+        self.heard_any.insert(from, now);
+        // After a stopped cluster was resumed (by us or by its sequencer), its members restart
+        // with their stored logs and resume their membership: their hellos do not make them
+        // dead (they are removed if they do not resume in time).
+        let resuming = matches!(&msg, Msg::Hello { last, .. } if *last > 0)
+            && self.phase == Phase::Member
+            && ((self.is_seq() && self.resume_epoch == Some(self.epoch()))
+                || self.cluster.as_ref().is_some_and(|c| {
+                    c.resume && !self.is_seq() && Some(c.sequencer) == self.sequencer()
+                }));
         // Liveness: only what a member sends counts (a restarted node has the same id but
         // is not the member any more).
         match &msg {
@@ -1200,10 +1443,11 @@ impl OrderNode {
                 ballot: Some(_), ..
             } => self.alive(from, None, now),
             Msg::Hello { info, .. } | Msg::Join { info }
-                if self
-                    .members()
-                    .iter()
-                    .any(|m| m.id == info.id && m.incarnation != info.incarnation) =>
+                if !resuming
+                    && self
+                        .members()
+                        .iter()
+                        .any(|m| m.id == info.id && m.incarnation != info.incarnation) =>
             {
                 // The member restarted: its old instance is dead.
                 self.last_heard.remove(&info.id);
@@ -1211,7 +1455,11 @@ impl OrderNode {
             _ => {}
         }
         match msg {
-            Msg::Hello { info, last, .. } => self.on_hello(now, from, info, last, out),
+            Msg::Hello {
+                info,
+                last,
+                last_hash,
+            } => self.on_hello(now, from, info, last, last_hash, out),
             Msg::Heartbeat(hb) => self.on_heartbeat(now, from, hb, out),
             Msg::Join { info } => self.on_join(now, from, info, out),
             Msg::Propose { req, cmd } => self.on_remote_propose(now, from, req, cmd, out),
@@ -1267,16 +1515,32 @@ impl OrderNode {
                 };
                 self.on_vc_reply(now, from, ballot, rep, out);
             }
+            Msg::RecoverForce { cluster } => self.on_force_msg(from, cluster),
         }
     }
 
-    fn on_hello(&mut self, now: Instant, from: NodeId, info: MemberInfo, last: Seq, out: &mut Out) {
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        info: MemberInfo,
+        last: Seq,
+        last_hash: u64,
+        out: &mut Out,
+    ) {
         if info.id != from {
             tracing::debug!(%from, "hello with another id; ignored");
             return;
         }
         let known = self.hellos.contains_key(&from);
-        self.hellos.insert(from, HelloSeen { last, at: now });
+        self.hellos.insert(
+            from,
+            HelloSeen {
+                last,
+                last_hash,
+                at: now,
+            },
+        );
         match self.phase {
             Phase::Member => out.v.push(Output::Send {
                 to: from,
@@ -1366,12 +1630,22 @@ impl OrderNode {
                 {
                     self.join_sent = None;
                 }
+                // Only the sequencer says whether it resumed a stopped cluster.
+                let resume = if sequencer == from {
+                    hb.resume
+                } else {
+                    self.cluster
+                        .as_ref()
+                        .filter(|c| c.sequencer == sequencer && c.id == hb.cluster)
+                        .is_some_and(|c| c.resume && c.ballot == hb.ballot)
+                };
                 self.cluster = Some(ClusterSeen {
                     id: hb.cluster,
                     data: hb.data,
                     sequencer,
                     ballot: hb.ballot,
                     commit,
+                    resume,
                     at: now,
                 });
             }
@@ -1391,16 +1665,28 @@ impl OrderNode {
         }
         match self.phase {
             Phase::Searching | Phase::Joining => {
+                // A sequencer that resumed our stopped cluster: resume our membership once
+                // our log is a prefix of its committed log at the same epoch (only
+                // application entries missing), else catch up first.
+                let (d, _, h) = self.dtip();
+                let caught_up =
+                    (hb.commit == d && hb.commit_hash == h) || (hb.commit > d && self.verified);
                 let resumable = hb.resume
                     && hb.member
                     && hb.sequencer == Some(from)
                     && !self.log.is_empty()
+                    && hb.cluster.is_some()
+                    && hb.cluster == self.cluster_id()
                     && hb.epoch == self.epoch()
+                    && caught_up
                     && self.in_view(self.me.id)
                     && self.in_view(from);
                 if resumable {
                     self.resume_member(hb.ballot, from, now, out);
-                } else if hb.commit > self.delivered() && self.phase == Phase::Joining {
+                } else if hb.commit > d
+                    && (self.phase == Phase::Joining
+                        || self.cluster.as_ref().is_some_and(|c| self.resuming_into(c)))
+                {
                     self.sync_due = true;
                 }
             }
@@ -1528,6 +1814,7 @@ impl OrderNode {
         self.leader_heard = None;
         self.resume_epoch = None;
         self.no_quorum = false;
+        self.verified = false;
         self.phase = Phase::Joining;
         self.started = now;
         self.cluster = Some(ClusterSeen {
@@ -1536,6 +1823,7 @@ impl OrderNode {
             sequencer,
             ballot: hb.ballot,
             commit: if sequencer == from { hb.commit } else { 0 },
+            resume: false,
             at: now,
         });
         self.join_sent = None;
@@ -1735,6 +2023,20 @@ impl OrderNode {
         let serve_pending = self.is_seq();
         let top = if serve_pending { self.tip().0 } else { d };
         if prev > top {
+            if d > 0 && prev > d && !self.in_view(from) {
+                // A node outside the view holds more than we committed: its log went on
+                // where ours did not (a forced recovery went on without it). Show it our
+                // last committed entry, so that it resets if its own differs.
+                if let Some(e) = self.entry(d) {
+                    out.v.push(Output::Send {
+                        to: from,
+                        msg: Msg::Diverged {
+                            at: d,
+                            hash: e.hash,
+                        },
+                    });
+                }
+            }
             return;
         }
         if prev > 0 {
@@ -1813,6 +2115,10 @@ impl OrderNode {
             if !self.push_committed(e, now, out) {
                 break;
             }
+        }
+        if self.phase != Phase::Member && self.delivered() > before {
+            // Its entries chained onto ours: our log is a prefix of its committed log.
+            self.verified = true;
         }
         if let Some(b) = ballot {
             if self.phase == Phase::Member && from == b.leader && self.in_view(from) {
@@ -1908,6 +2214,7 @@ impl OrderNode {
         }
         tracing::warn!(at, "our stored log diverges from the cluster's: resetting");
         out.v.push(Output::Reset);
+        self.verified = false;
         self.log.clear();
         self.views.clear();
         self.seen.clear();
@@ -2363,7 +2670,12 @@ impl OrderNode {
             Phase::Member => self.member_timers(now, out),
             Phase::Left => {}
         }
-        if self.phase == Phase::Member || self.phase == Phase::Joining {
+        if self.phase != Phase::Searching {
+            self.force = None;
+        }
+        let catching_up = self.phase == Phase::Searching
+            && self.cluster.as_ref().is_some_and(|c| self.resuming_into(c));
+        if self.phase == Phase::Member || self.phase == Phase::Joining || catching_up {
             self.sync_timers(now, out);
         }
         // Queued proposals while without quorum.

@@ -5,4 +5,4 @@ mod api;
 mod machine;
 
 pub use api::*;
-pub use machine::{preferred, Ballot, ClusterId, Heartbeat, Msg, OrderNode};
+pub use machine::{preferred, quorum, Ballot, ClusterId, Heartbeat, Msg, OrderNode};

@@ -121,6 +121,25 @@ pub enum VdiCommand {
     },
     /// Show VDIs as a tree of snapshots and clones, parents above their children.
     Tree(Format),
+    /// Verify every copy of every object of a VDI (checksums, versions) and repair bad,
+    /// stale or missing copies from the freshest good one.
+    Check {
+        /// VDI to check, or `NAME@TAG` for a snapshot.
+        name: String,
+        #[command(flatten)]
+        args: CheckArgs,
+    },
+}
+
+/// Options of `dog vdi check` and `dog cluster check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct CheckArgs {
+    /// Print the summary as JSON instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Only verify: report what is wrong, repair nothing.
+    #[arg(long)]
+    pub no_repair: bool,
 }
 
 /// `dog node ...`.
@@ -130,13 +149,59 @@ pub enum NodeCommand {
     Info(Format),
     /// List the cluster's hosts (id, data address, capacity, which one is the sequencer).
     List(Format),
+    /// Show this host's recovery progress after a membership change (objects looked at,
+    /// copied, throttle), or set its throttle with `set-throttle RATE`.
+    Recovery(RecoveryArgs),
 }
+
+/// `dog node recovery [--json]` or `dog node recovery set-throttle RATE`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RecoveryArgs {
+    /// Change the recovery settings instead of showing the progress.
+    #[command(subcommand)]
+    pub action: Option<RecoveryAction>,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+/// `dog node recovery ...`.
+#[derive(Debug, Subcommand)]
+pub enum RecoveryAction {
+    /// Limit the bandwidth this host spends pushing objects for recovery: RATE in bytes per
+    /// second per host (100M = 100 MiB/s, binary units), or `off` (or 0) for no limit.
+    SetThrottle {
+        /// 100M, 1G, 512K, or off.
+        #[arg(value_parser = parse_rate)]
+        rate: Rate,
+    },
+}
+
+/// A recovery throttle: bytes per second, `None` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub Option<u64>);
 
 /// `dog cluster ...`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Show the cluster's name, status, epoch, members and redundancy.
+    /// Show the cluster's name, status, epoch, members and redundancy (and, on a restarted
+    /// host, which members of the last epoch it waits for).
     Info(Format),
+    /// Recover the cluster after failures.
+    #[command(subcommand)]
+    Recover(RecoverCommand),
+    /// Verify every copy of every object of every VDI and repair bad, stale or missing ones.
+    Check(CheckArgs),
+}
+
+/// `dog cluster recover ...`.
+#[derive(Debug, Subcommand)]
+pub enum RecoverCommand {
+    /// After a whole-cluster restart, resume without the members of the last epoch that do
+    /// not come back: the hosts up now (which wait for them) form the cluster, with the
+    /// history of the longest log among them, and the absent ones are removed. Writes that
+    /// only the absent hosts hold are lost; they catch up when they come back.
+    Force(Format),
 }
 
 /// How to show a reply.
@@ -154,6 +219,26 @@ pub enum View {
     Cluster(Format),
     /// The cluster's hosts.
     NodeList(Format),
+    /// What `dog cluster recover force` set in motion.
+    Forced(Format),
+    /// Recovery progress.
+    Recovery(Format),
+    /// The throttle just set.
+    Throttle,
+}
+
+/// What a command does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Send one request and show its reply.
+    Call(Request, View),
+    /// Check the objects of one VDI (or of every VDI with `None`), batch by batch.
+    Check {
+        /// The VDI (`NAME` or `NAME@TAG`).
+        vdi: Option<String>,
+        /// The options.
+        args: CheckArgs,
+    },
 }
 
 /// A command line that parses but does not make sense.
@@ -162,25 +247,53 @@ pub enum View {
 pub struct UsageError(pub String);
 
 impl Command {
-    /// The request to send and how to show its reply.
-    pub fn plan(&self) -> Result<(Request, View), UsageError> {
+    /// What to do: the request to send and how to show its reply, or a check.
+    pub fn plan(&self) -> Result<Plan, UsageError> {
+        let call = |req, view| Ok(Plan::Call(req, view));
         match self {
             Command::Vdi(vdi) => vdi.plan(),
-            Command::Node(NodeCommand::Info(f)) => Ok((Request::NodeInfo, View::Node(*f))),
-            Command::Node(NodeCommand::List(f)) => Ok((Request::ClusterInfo, View::NodeList(*f))),
+            Command::Node(NodeCommand::Info(f)) => call(Request::NodeInfo, View::Node(*f)),
+            Command::Node(NodeCommand::List(f)) => call(Request::ClusterInfo, View::NodeList(*f)),
+            Command::Node(NodeCommand::Recovery(r)) => match r.action {
+                None => call(Request::NodeRecovery, View::Recovery(r.format)),
+                Some(RecoveryAction::SetThrottle { rate }) => call(
+                    Request::SetRecoveryThrottle {
+                        bytes_per_sec: rate.0,
+                    },
+                    View::Throttle,
+                ),
+            },
             Command::Cluster(ClusterCommand::Info(f)) => {
-                Ok((Request::ClusterInfo, View::Cluster(*f)))
+                call(Request::ClusterInfo, View::Cluster(*f))
             }
+            Command::Cluster(ClusterCommand::Recover(RecoverCommand::Force(f))) => {
+                call(Request::ClusterRecoverForce, View::Forced(*f))
+            }
+            Command::Cluster(ClusterCommand::Check(args)) => Ok(Plan::Check {
+                vdi: None,
+                args: *args,
+            }),
         }
     }
 }
 
 impl VdiCommand {
-    fn plan(&self) -> Result<(Request, View), UsageError> {
-        let quiet = |req| Ok((req, View::Quiet));
+    fn plan(&self) -> Result<Plan, UsageError> {
+        let quiet = |req| Ok(Plan::Call(req, View::Quiet));
         match self {
-            VdiCommand::List(f) => Ok((Request::VdiList, View::List(*f))),
-            VdiCommand::Tree(f) => Ok((Request::VdiTree, View::Tree(*f))),
+            VdiCommand::List(f) => Ok(Plan::Call(Request::VdiList, View::List(*f))),
+            VdiCommand::Tree(f) => Ok(Plan::Call(Request::VdiTree, View::Tree(*f))),
+            VdiCommand::Check { name, args } => {
+                let (name, tag) = split_tag(name, &TagArg { tag: None })?;
+                let vdi = match tag {
+                    Some(t) => format!("{name}@{t}"),
+                    None => name,
+                };
+                Ok(Plan::Check {
+                    vdi: Some(vdi),
+                    args: *args,
+                })
+            }
             VdiCommand::Create { name, size, copies } => quiet(Request::VdiCreate {
                 name: name.clone(),
                 size: *size,
@@ -242,12 +355,36 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
     sheep_admin::parse_size(text).map_err(|e| e.to_string())
 }
 
+/// A throttle: `off`, `none`, `unlimited` or `0` for no limit, else a size per second
+/// (`100M`, `100M/s`, `1G`).
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let t = text.trim();
+    if ["off", "none", "unlimited", "unthrottled"]
+        .iter()
+        .any(|w| t.eq_ignore_ascii_case(w))
+    {
+        return Ok(Rate(None));
+    }
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    match sheep_admin::parse_size(t).map_err(|e| e.to_string())? {
+        0 => Ok(Rate(None)),
+        n => Ok(Rate(Some(n))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
 
     fn plan(args: &[&str]) -> Result<(Request, View), UsageError> {
+        match any_plan(args)? {
+            Plan::Call(req, view) => Ok((req, view)),
+            Plan::Check { .. } => panic!("a check"),
+        }
+    }
+
+    fn any_plan(args: &[&str]) -> Result<Plan, UsageError> {
         let argv = std::iter::once("dog").chain(args.iter().copied());
         Cli::try_parse_from(argv).unwrap().command.plan()
     }
@@ -302,5 +439,85 @@ mod tests {
         assert_eq!((req, view), (want, View::Quiet));
         let argv = ["dog", "vdi", "create", "vm0", "10Q"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn recover_force_and_recovery_send_their_requests() {
+        let json = Format { json: true };
+        assert_eq!(
+            plan(&["cluster", "recover", "force"]).unwrap(),
+            (
+                Request::ClusterRecoverForce,
+                View::Forced(Format { json: false })
+            )
+        );
+        assert_eq!(
+            plan(&["node", "recovery", "--json"]).unwrap(),
+            (Request::NodeRecovery, View::Recovery(json))
+        );
+        assert_eq!(
+            plan(&["node", "recovery", "set-throttle", "100M"]).unwrap(),
+            (
+                Request::SetRecoveryThrottle {
+                    bytes_per_sec: Some(100 << 20)
+                },
+                View::Throttle
+            )
+        );
+        for off in ["off", "0", "none"] {
+            assert_eq!(
+                plan(&["node", "recovery", "set-throttle", off]).unwrap().0,
+                Request::SetRecoveryThrottle {
+                    bytes_per_sec: None
+                }
+            );
+        }
+        let argv = ["dog", "node", "recovery", "set-throttle", "fast"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let argv = ["dog", "cluster", "recover"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn rates_parse_with_units_and_per_second() {
+        assert_eq!(parse_rate("100M").unwrap(), Rate(Some(100 << 20)));
+        assert_eq!(parse_rate("1G/s").unwrap(), Rate(Some(1 << 30)));
+        assert_eq!(parse_rate("OFF").unwrap(), Rate(None));
+        assert!(parse_rate("-1").is_err());
+    }
+
+    #[test]
+    fn checks_name_a_vdi_or_the_whole_cluster() {
+        assert_eq!(
+            any_plan(&["vdi", "check", "vm0"]).unwrap(),
+            Plan::Check {
+                vdi: Some("vm0".into()),
+                args: CheckArgs {
+                    json: false,
+                    no_repair: false
+                }
+            }
+        );
+        assert_eq!(
+            any_plan(&["vdi", "check", "vm0@t", "--json"]).unwrap(),
+            Plan::Check {
+                vdi: Some("vm0@t".into()),
+                args: CheckArgs {
+                    json: true,
+                    no_repair: false
+                }
+            }
+        );
+        assert_eq!(
+            any_plan(&["cluster", "check", "--no-repair"]).unwrap(),
+            Plan::Check {
+                vdi: None,
+                args: CheckArgs {
+                    json: false,
+                    no_repair: true
+                }
+            }
+        );
+        assert!(any_plan(&["vdi", "check", "@t"]).is_err());
     }
 }

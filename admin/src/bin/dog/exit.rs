@@ -62,6 +62,10 @@ fn remote(err: &WireError) -> (u8, String) {
         WireError::NotFound(_) => (NOT_FOUND, "`dog vdi list` shows the VDIs and snapshots"),
         WireError::Exists(_) => (EXISTS, "pick another name, or delete the old one first"),
         WireError::Invalid(_) => (INVALID, "check the arguments; `dog --help` has the syntax"),
+        WireError::Busy(m) if m.contains("not a member") => (
+            BUSY,
+            "retry once the host has joined its cluster; `dog cluster info` says what it waits for",
+        ),
         WireError::Busy(_) => (BUSY, "close whatever uses it (a VM, a clone) and retry"),
         WireError::NoSpace => (NO_SPACE, "delete unused VDIs or snapshots, or add storage"),
         WireError::Io(_) => (OTHER, "see the sheepfs log for details"),

@@ -1,6 +1,8 @@
 //! Human output of `dog`: tables, key-value details and dates.
 
-use sheep_admin::{format_size, ClusterInfo, MemberSummary, NodeInfo, VdiInfo};
+use sheep_admin::{
+    format_size, ClusterInfo, ForceInfo, MemberSummary, NodeInfo, RecoveryInfo, VdiInfo,
+};
 use std::fmt::Write;
 
 /// How a column is aligned.
@@ -125,6 +127,79 @@ pub fn cluster_info(c: &ClusterInfo) -> String {
         }
     }
     out
+}
+
+/// What `dog cluster recover force` set in motion.
+pub fn forced(f: &ForceInfo) -> String {
+    let mut out = String::new();
+    let who = if f.local {
+        format!("{} (this host)", f.resumer)
+    } else {
+        format!("{} (asked by this host)", f.resumer)
+    };
+    let _ = writeln!(
+        out,
+        "Forced recovery of epoch {}: the cluster resumes with {} of {} members.",
+        f.epoch,
+        f.present.len(),
+        f.present.len() + f.removed.len()
+    );
+    field(&mut out, "Resumed by", &who);
+    field(&mut out, "Members", &f.present.join(" "));
+    let removed = if f.removed.is_empty() {
+        "none".to_owned()
+    } else {
+        f.removed.join(" ")
+    };
+    field(&mut out, "Removed", &removed);
+    let _ = writeln!(
+        out,
+        "Removed hosts rejoin (and catch up) when they start again; `dog cluster info` shows the new epoch."
+    );
+    out
+}
+
+/// `dog node recovery` as key-value lines.
+pub fn recovery(r: &RecoveryInfo) -> String {
+    let mut out = String::new();
+    field(&mut out, "Epoch", &r.epoch.to_string());
+    let state = if r.complete {
+        "complete (every host finished)".to_owned()
+    } else if r.done {
+        "done here, waiting for other hosts".to_owned()
+    } else {
+        let pct = (r.checked * 100).checked_div(r.to_check).unwrap_or(100);
+        format!(
+            "in progress: {pct}% ({} of {} objects)",
+            r.checked, r.to_check
+        )
+    };
+    field(&mut out, "Status", &state);
+    let kind = if r.full { "full resync" } else { "incremental" };
+    field(&mut out, "Mode", kind);
+    let objects = format!(
+        "{} to check, {} checked, {} copied ({}), {} already current",
+        r.to_check,
+        r.checked,
+        r.copied,
+        format_size(r.copied_bytes),
+        r.kept
+    );
+    field(&mut out, "Objects", &objects);
+    field(&mut out, "Throttle", &rate(r.throttle));
+    out
+}
+
+/// The line printed after `dog node recovery set-throttle`.
+pub fn throttle(t: Option<u64>) -> String {
+    format!("Recovery throttle of this host: {}\n", rate(t))
+}
+
+fn rate(t: Option<u64>) -> String {
+    match t {
+        Some(b) => format!("{}/s", format_size(b)),
+        None => "off (unthrottled)".to_owned(),
+    }
 }
 
 /// `dog node list` as a table.
@@ -253,9 +328,47 @@ mod tests {
             members: vec![],
             epochs: vec![],
             rebalance: Default::default(),
+            waiting: None,
         };
         let out = cluster_info(&c);
         assert!(out.contains("Status:         running, single host"));
         assert!(out.ends_with("Nodes:          1\n  n1\n"));
+    }
+
+    #[test]
+    fn recovery_and_throttle_read_well() {
+        let r = RecoveryInfo {
+            epoch: 4,
+            to_check: 200,
+            checked: 50,
+            copied: 10,
+            copied_bytes: 40 << 20,
+            kept: 40,
+            throttle: Some(100 << 20),
+            done: false,
+            complete: false,
+            full: false,
+        };
+        let out = recovery(&r);
+        assert!(
+            out.contains("in progress: 25% (50 of 200 objects)"),
+            "{out}"
+        );
+        assert!(out.contains("10 copied (40 MiB)"), "{out}");
+        assert!(out.contains("Throttle:       100 MiB/s"), "{out}");
+        assert_eq!(
+            throttle(None),
+            "Recovery throttle of this host: off (unthrottled)\n"
+        );
+        let f = ForceInfo {
+            epoch: 7,
+            resumer: "a".into(),
+            local: false,
+            present: vec!["a".into(), "b".into()],
+            removed: vec!["c".into()],
+        };
+        let out = forced(&f);
+        assert!(out.contains("resumes with 2 of 3 members"), "{out}");
+        assert!(out.contains("Removed:        c"), "{out}");
     }
 }

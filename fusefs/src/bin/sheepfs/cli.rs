@@ -66,6 +66,12 @@ pub struct Cli {
     /// [default: 3].
     #[arg(long, value_name = "SECS", env = "SHEEPFS_FAILURE_TIMEOUT")]
     pub failure_timeout: Option<u64>,
+
+    /// Seconds an I/O (or a metadata change) waits for unreachable copies, a lagging epoch
+    /// or a quorum of the cluster before it fails with EIO; a host cut off in a minority
+    /// answers EIO after this long [default: 30].
+    #[arg(long, value_name = "SECS", env = "SHEEPFS_IO_TIMEOUT")]
+    pub io_timeout: Option<u64>,
 }
 
 impl Cli {
@@ -88,6 +94,7 @@ impl Cli {
             cluster: self.cluster.unwrap_or(base.cluster),
             threads: self.threads.map_or(base.threads, usize::from),
             failure_timeout: self.failure_timeout.unwrap_or(base.failure_timeout),
+            io_timeout: self.io_timeout.unwrap_or(base.io_timeout),
         }
     }
 }
@@ -141,6 +148,8 @@ mod tests {
             "lab",
             "--threads",
             "8",
+            "--io-timeout",
+            "12",
         ])
         .unwrap();
         assert_eq!(c.store, PathBuf::from("/s"));
@@ -150,6 +159,7 @@ mod tests {
         assert_eq!(c.listen.as_deref(), Some("0.0.0.0:7000"));
         assert_eq!((c.copies, c.threads), (2, 8));
         assert_eq!(c.cluster, "lab");
+        assert_eq!(c.io_timeout, 12);
     }
 
     #[test]
@@ -187,6 +197,8 @@ mod tests {
             "--copies",
             "--cluster",
             "--threads",
+            "--io-timeout",
+            "EIO",
             "MOUNTPOINT",
             "RUST_LOG",
         ] {

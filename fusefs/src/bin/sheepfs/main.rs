@@ -2,9 +2,11 @@
 //! the admin socket.
 //!
 //! Start-up: validate the options, open the store (creating it and the node id the first time),
-//! open the pool, check the mount point, start the admin socket, then mount. The node is ready
-//! when the mount shows in `/proc/self/mountinfo` as `fuse.sheepfs` (the admin socket accepts
-//! connections by then).
+//! open the pool, check the mount point, start the cluster node and the admin socket, become a
+//! member of the cluster, then mount. A host restarted on a stored log whose last epoch had
+//! other members waits for them (as long as it takes; `dog cluster info` says for whom, and
+//! `dog cluster recover force` resumes without them). The node is ready when the mount shows in
+//! `/proc/self/mountinfo` as `fuse.sheepfs`.
 //!
 //! Threads: the FUSE session runs on this thread and `--threads` fuser workers, which call the
 //! pool directly; a 2-worker tokio runtime serves only the admin socket and the signals.
@@ -24,13 +26,13 @@ use sheep_fusefs::admin::ClusterInfoSource;
 use sheep_fusefs::admin::{NodeIdentity, NodeService};
 use sheep_fusefs::cluster::{self, ClusterLog, Membership, PoolCopies};
 use sheep_fusefs::config::DaemonConfig;
-use sheep_fusefs::fuse::{mount_config, FsOptions, SheepFs};
+use sheep_fusefs::fuse::{mount_config, FsOptions, QuorumGate, SheepFs};
 use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
 use sheep_fusefs::mountpoint::check_mountpoint;
 use sheep_objects::replicated::{ReplicaConfig, ReplicatedStore};
 use sheep_objects::{DiskStore, ObjectStore};
 use sheep_p2p::net::{Cluster, NetConfig};
-use sheep_p2p::order::{Config as OrderConfig, MemberInfo};
+use sheep_p2p::order::{Config as OrderConfig, MemberInfo, View};
 use sheep_vdi::{Pool, PoolConfig, Reclaimer};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -166,14 +168,6 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let started = start_node(&config, &rt)?;
     let (_store_lock, pool, node) = (started.lock, started.pool.clone(), started.node.clone());
-    // Deletes what nothing references within seconds, bounds what a crash can lose of writes
-    // no fsync covered, and hands VDIs over to hosts that want to write them.
-    let reclaimer = Reclaimer::spawn(
-        Arc::clone(&pool),
-        RECLAIM_INTERVAL,
-        Some(WRITEBACK_INTERVAL),
-    )
-    .context("cannot start the reclaimer thread")?;
     let node = NodeIdentity {
         mount: mountpoint.clone(),
         ..node
@@ -197,7 +191,54 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         rt.spawn(async move { sheep_admin::server::serve(&socket, admin, shutdown_rx).await });
     let admin_task = wait_for_admin_socket(&rt, admin_task, &config.admin_socket)?;
 
-    let fs = SheepFs::new(Arc::clone(&pool), FsOptions::default());
+    let Some(view) = join_cluster(&started.cluster, &stopper)? else {
+        info!("stopped before joining a cluster");
+        let _ = shutdown_tx.send(true);
+        stop_admin(&rt, admin_task, &config.admin_socket);
+        if let Err(e) = started.cluster.shutdown(Duration::from_secs(5)) {
+            warn!(error = %e, "stopping the cluster node failed");
+        }
+        started.store.shutdown();
+        rt.shutdown_timeout(Duration::from_secs(1));
+        return Ok(());
+    };
+    pool.restarted()
+        .context("cannot release what the previous run held")?;
+    info!(
+        epoch = view.epoch,
+        members = view.members.len(),
+        vdis = pool.stats().map_or(0, |s| s.vdis),
+        "cluster joined"
+    );
+    // Deletes what nothing references within seconds, bounds what a crash can lose of writes
+    // no fsync covered, and hands VDIs over to hosts that want to write them.
+    let reclaimer = Reclaimer::spawn(
+        Arc::clone(&pool),
+        RECLAIM_INTERVAL,
+        Some(WRITEBACK_INTERVAL),
+    )
+    .context("cannot start the reclaimer thread")?;
+
+    // A host cut off in a minority of the cluster answers EIO after --io-timeout (at the
+    // mount, and in the replicated store for requests that start inside the daemon).
+    {
+        let cluster = started.cluster.clone();
+        started
+            .store
+            .set_quorum_check(Arc::new(move || cluster.has_quorum()));
+    }
+    let gate = {
+        let cluster = started.cluster.clone();
+        QuorumGate::new(
+            move || cluster.has_quorum(),
+            Duration::from_secs(config.io_timeout),
+        )
+    };
+    let options = FsOptions {
+        quorum: Some(gate),
+        ..FsOptions::default()
+    };
+    let fs = SheepFs::new(Arc::clone(&pool), options);
     let mut session = fuser::Session::new(fs, &mountpoint, &mount_config(config.threads))
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     service.set_notifier(session.notifier());
@@ -289,12 +330,13 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     let data_port = data.local_addr()?.port();
     let data_addrs = advertised(listen.ip(), data_port);
     let copies = Arc::new(PoolCopies::new(config.copies));
-    let store = ReplicatedStore::new(
-        node_id,
-        local.clone(),
-        copies.clone(),
-        ReplicaConfig::default(),
-    );
+    // The replicated store's tuning grows with recovery: keep its other defaults.
+    #[allow(clippy::needless_update)]
+    let replica = ReplicaConfig {
+        io_timeout: Duration::from_secs(config.io_timeout),
+        ..ReplicaConfig::default()
+    };
+    let store = ReplicatedStore::new(node_id, local.clone(), copies.clone(), replica);
     store.serve(data).context("cannot serve object data")?;
 
     let me = MemberInfo {
@@ -327,7 +369,10 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         local,
         pool_config,
         node_id,
-        Arc::new(ClusterLog::new(cluster.clone())),
+        Arc::new(ClusterLog::new(
+            cluster.clone(),
+            Duration::from_secs(config.io_timeout),
+        )),
     ));
     copies.attach(&pool);
     {
@@ -352,25 +397,16 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     for e in &restored {
         cluster::apply(e, false, &pool, &store, &members);
     }
+    // (Counted without `Pool::list`, whose usage figures may ask other hosts for their
+    // copies: that would hold the admin socket back while the cluster is not up.)
     info!(
         entries = restored.len(),
-        vdis = pool.list().len(),
+        vdis = pool.stats().map_or(0, |s| s.vdis),
         "metadata log replayed"
     );
     cluster::spawn_apply_loop(rx, cluster.clone(), pool.clone(), store.clone(), members)
         .context("cannot start the apply thread")?;
     info!(node_id = %node_id, listen = %listen, data = ?data_addrs, "waiting to join a cluster");
-    let view = cluster
-        .wait_member(JOIN_TIMEOUT)
-        .context("did not become a member of a cluster")?;
-    pool.restarted()
-        .context("cannot release what the previous run held")?;
-    info!(
-        epoch = view.epoch,
-        members = view.members.len(),
-        vdis = pool.list().len(),
-        "cluster joined"
-    );
     let node = NodeIdentity {
         node_id,
         store: dir.clone(),
@@ -395,8 +431,49 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
 /// Default `--listen`.
 const DEFAULT_LISTEN: &str = "0.0.0.0:7000";
 
-/// How long start-up waits to become a member.
+/// How long start-up waits to become a member, unless it waits for the members of the last
+/// epoch of its stored log (then it waits as long as it takes).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often a host that waits for the members of its last epoch says so in its log.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Waits until this host is a member of the cluster and returns the view; `None` when a
+/// signal asked to stop meanwhile. A host restarted on a stored log whose last epoch had other
+/// members waits for them as long as it takes (or for `dog cluster recover force`), and says
+/// so every [`WAITING_LOG_EVERY`]; another gives up after [`JOIN_TIMEOUT`].
+fn join_cluster(cluster: &Cluster, stopper: &Stopper) -> anyhow::Result<Option<View>> {
+    let start = Instant::now();
+    let mut next_log = start + Duration::from_secs(5);
+    loop {
+        if stopper.requested.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        match cluster.wait_member(Duration::from_millis(500)) {
+            Ok(v) => return Ok(Some(v)),
+            Err(sheep_p2p::Error::Timeout) => {}
+            Err(e) => return Err(e).context("the cluster node stopped"),
+        }
+        let now = Instant::now();
+        match cluster.status().waiting {
+            Some(w) if now >= next_log => {
+                let missing: Vec<String> = w.missing.iter().map(ToString::to_string).collect();
+                warn!(
+                    epoch = w.epoch,
+                    missing = %missing.join(" "),
+                    forced = w.forced,
+                    "waiting for the members of the last epoch; `dog cluster recover force` resumes without them"
+                );
+                next_log = now + WAITING_LOG_EVERY;
+            }
+            Some(_) => {}
+            None if now.duration_since(start) > JOIN_TIMEOUT => {
+                bail!("did not become a member of a cluster within {JOIN_TIMEOUT:?}")
+            }
+            None => {}
+        }
+    }
+}
 
 /// The addresses other hosts can reach the data channel at.
 fn advertised(ip: IpAddr, port: u16) -> Vec<SocketAddr> {
