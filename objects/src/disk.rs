@@ -230,13 +230,30 @@ impl ObjectStore for DiskStore {
         for r in self.extents(oid)? {
             let mut b = vec![0u8; usize::try_from(r.end - r.start).unwrap_or(0)];
             self.read(oid, r.start, &mut b)?;
-            if b.iter().any(|x| *x != 0) { buf.extend_from_slice(&r.start.to_le_bytes()); buf.extend_from_slice(&b); }
+            if b.iter().any(|x| *x != 0) {
+                buf.extend_from_slice(&r.start.to_le_bytes());
+                buf.extend_from_slice(&b);
+            }
         }
-        let version = temp_versions().lock().get(&(self as *const _ as *const u8 as usize, oid)).copied().unwrap_or(0);
-        Ok(crate::store::ObjectMeta { version, digest: { use std::hash::{Hash, Hasher}; let mut h = std::collections::hash_map::DefaultHasher::new(); buf.hash(&mut h); h.finish() } })
+        let version = temp_versions()
+            .lock()
+            .get(&(self as *const _ as *const u8 as usize, oid))
+            .copied()
+            .unwrap_or(0);
+        Ok(crate::store::ObjectMeta {
+            version,
+            digest: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                buf.hash(&mut h);
+                h.finish()
+            },
+        })
     }
     fn set_version(&self, oid: Oid, version: u64) -> Result<()> {
-        temp_versions().lock().insert((self as *const _ as *const u8 as usize, oid), version);
+        temp_versions()
+            .lock()
+            .insert((self as *const _ as *const u8 as usize, oid), version);
         Ok(())
     }
     fn verify(&self, _oid: Oid) -> Result<()> {
@@ -405,7 +422,9 @@ impl ObjectStore for DiskStore {
 
 // TEMP-MAIN
 fn temp_versions() -> &'static parking_lot::Mutex<std::collections::HashMap<(usize, Oid), u64>> {
-    static V: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashMap<(usize, Oid), u64>>> = std::sync::OnceLock::new();
+    static V: std::sync::OnceLock<
+        parking_lot::Mutex<std::collections::HashMap<(usize, Oid), u64>>,
+    > = std::sync::OnceLock::new();
     V.get_or_init(Default::default)
 }
 

@@ -301,8 +301,15 @@ impl CopyInfo {
 
 /// Picks the freshest good copy among `infos`: the highest version, then the digest most
 /// copies agree on, then `prefer`'s digest, then the first listed.
-fn freshest(infos: &[(NodeId, CopyInfo)], prefer: Option<ObjectMeta>) -> Option<(NodeId, ObjectMeta)> {
-    let top = infos.iter().filter(|(_, i)| i.good()).map(|(_, i)| i.meta.version).max()?;
+fn freshest(
+    infos: &[(NodeId, CopyInfo)],
+    prefer: Option<ObjectMeta>,
+) -> Option<(NodeId, ObjectMeta)> {
+    let top = infos
+        .iter()
+        .filter(|(_, i)| i.good())
+        .map(|(_, i)| i.meta.version)
+        .max()?;
     let cands: Vec<&(NodeId, CopyInfo)> = infos
         .iter()
         .filter(|(_, i)| i.good() && i.meta.version == top)
@@ -716,7 +723,9 @@ impl ReplicatedStore {
             .filter(|(_, i)| !(i.good() && i.meta == best))
             .map(|(n, _)| *n)
             .collect();
-        report.good = report.copies.saturating_sub(u32::try_from(bad.len()).unwrap_or(u32::MAX));
+        report.good = report
+            .copies
+            .saturating_sub(u32::try_from(bad.len()).unwrap_or(u32::MAX));
         if !repair || bad.is_empty() {
             return Ok(report);
         }
@@ -874,7 +883,10 @@ impl ReplicatedStore {
         let fire = {
             let mut q = self.store_errors.lock();
             q.push_back(now);
-            while q.front().is_some_and(|t| now.duration_since(*t) > STORE_ERROR_WINDOW) {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > STORE_ERROR_WINDOW)
+            {
                 q.pop_front();
             }
             q.len() >= STORE_ERROR_LIMIT
@@ -1415,16 +1427,17 @@ impl ReplicatedStore {
             let Some(addrs) = view.addrs.get(&src) else {
                 continue;
             };
-            let got = match self
-                .pool
-                .call(addrs, &self.header(Op::Fetch, oid, view.epoch), &[], None)
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    last = format!("fetching from member {src}: {e}");
-                    continue;
-                }
-            };
+            let got =
+                match self
+                    .pool
+                    .call(addrs, &self.header(Op::Fetch, oid, view.epoch), &[], None)
+                {
+                    Ok(g) => g,
+                    Err(e) => {
+                        last = format!("fetching from member {src}: {e}");
+                        continue;
+                    }
+                };
             if got.header.status != Status::Ok {
                 last = format!("fetching from member {src}: {:?}", got.header.status);
                 continue;
@@ -1696,7 +1709,9 @@ impl ReplicatedStore {
                     if !self.local.exists(oid)? {
                         // An allocated object no reachable member has: never recreate it
                         // empty (its copies may come back); the writer gets EIO in the end.
-                        return Err(SErr::Retry(format!("{oid} has no copy here nor on any member")));
+                        return Err(SErr::Retry(format!(
+                            "{oid} has no copy here nor on any member"
+                        )));
                     }
                 }
                 self.serve_change(&view, oid, true, || {
@@ -2059,7 +2074,8 @@ impl ReplicatedStore {
                 return true; // made current meanwhile (a write or a fetch of this epoch)
             }
             if i_hold {
-                let bytes = usize::try_from(self.local.allocated(oid).unwrap_or(0)).unwrap_or(usize::MAX);
+                let bytes =
+                    usize::try_from(self.local.allocated(oid).unwrap_or(0)).unwrap_or(usize::MAX);
                 if !self.throttle(bytes, view.epoch) {
                     return false;
                 }
@@ -2481,7 +2497,6 @@ impl ReplicatedStore {
                 .collect()
         })
     }
-
 
     fn serve_reply_of(&self, e: SErr, out: &mut Vec<u8>) -> Reply {
         let epoch = self.epoch();

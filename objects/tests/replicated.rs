@@ -592,7 +592,10 @@ fn a_host_back_from_an_outage_copies_only_what_changed() {
     let r = c.hosts[2].store.recovery();
     println!("catch-up of host 2: {r:?}");
     assert_eq!(r.unverified, 0);
-    assert_eq!(r.received, 6, "5 changed objects and the tentative write: {r:?}");
+    assert_eq!(
+        r.received, 6,
+        "5 changed objects and the tentative write: {r:?}"
+    );
     assert_eq!(r.kept, 34, "{r:?}");
 }
 
@@ -618,7 +621,10 @@ fn check_finds_and_repairs_a_diverged_copy() {
     let objs = fill(&c, 3, 23);
     let (oid, off, data) = objs[1].clone();
     let rep = c.hosts[0].store.check_object(oid, false).unwrap();
-    assert_eq!((rep.copies, rep.good, rep.repaired, rep.lost), (3, 3, 0, false));
+    assert_eq!(
+        (rep.copies, rep.good, rep.repaired, rep.lost),
+        (3, 3, 0, false)
+    );
     // One copy changes behind the cluster's back.
     c.hosts[1].local.write(oid, off, b"ROT").unwrap();
     let rep = c.hosts[0].store.check_object(oid, false).unwrap();
@@ -657,7 +663,11 @@ fn a_write_to_an_allocated_object_that_no_member_has_fails_rather_than_recreatin
     let r = c.hosts[0].store.write_existing(oid, 4096, b"more");
     assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
     for h in &c.hosts {
-        assert!(!h.local.exists(oid).unwrap(), "recreated on {}", h.member.id);
+        assert!(
+            !h.local.exists(oid).unwrap(),
+            "recreated on {}",
+            h.member.id
+        );
     }
     // A plain write (a first write) still creates it.
     c.hosts[0].store.write(oid, 0, b"new").unwrap();

@@ -472,6 +472,11 @@ impl Deref for Host {
 }
 
 impl Host {
+    /// The daemon's log (for failure messages).
+    pub fn daemon_log(&self) -> String {
+        self.daemon.log()
+    }
+
     /// Starts `sheepfs MOUNT --store … --admin-socket … extra…` in host `i`'s namespace of `net`
     /// and waits until it is mounted and its admin socket answers. Nothing is added to `extra`:
     /// without `--no-mdns` the daemon discovers the other hosts of `net`.

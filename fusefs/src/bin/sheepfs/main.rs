@@ -306,6 +306,36 @@ struct Started {
     info: ClusterInfoSource,
 }
 
+/// Binds the data channel's listener on the port of the previous run (kept in `STORE/data-port`),
+/// else on a free port that is then kept: after a whole-cluster restart the members resume with
+/// the data addresses their stored log holds, so those must stay valid.
+fn bind_data(dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<TcpListener> {
+    let file = dir.join("data-port");
+    if let Some(port) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+    {
+        match TcpListener::bind(SocketAddr::new(ip, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                warn!(port, error = %e, "cannot listen for object data on the port of the previous run: taking another")
+            }
+        }
+    }
+    let l = TcpListener::bind(SocketAddr::new(ip, 0))?;
+    let port = l.local_addr()?.port();
+    let tmp = dir.join("data-port.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{port}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &file)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(l)
+}
+
 /// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
 /// rebuilds the pool from the metadata log.
 fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
@@ -325,7 +355,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         .unwrap_or(DEFAULT_LISTEN)
         .parse()
         .context("--listen must be IP:PORT")?;
-    let data = TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+    let data = bind_data(dir, listen.ip())
         .with_context(|| format!("cannot listen for object data on {}", listen.ip()))?;
     let data_port = data.local_addr()?.port();
     let data_addrs = advertised(listen.ip(), data_port);
