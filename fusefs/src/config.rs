@@ -53,6 +53,10 @@ pub struct DaemonConfig {
     /// Seconds an I/O (or a metadata change) waits for unreachable copies, a lagging epoch or
     /// a quorum of the cluster before it fails with EIO.
     pub io_timeout: u64,
+    /// Fault-injection tests only: a control file naming local-store calls to fail (see
+    /// `sheep_objects::faulty`); command line only, never read from the file.
+    #[serde(skip)]
+    pub fault_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -69,6 +73,7 @@ impl Default for DaemonConfig {
             io_timeout: DEFAULT_IO_TIMEOUT,
             cluster: DEFAULT_CLUSTER.to_owned(),
             threads: DEFAULT_THREADS,
+            fault_file: None,
         }
     }
 }

@@ -4,14 +4,27 @@
 //! with a message naming the property that failed.
 
 use crate::error::Error;
-use crate::oid::{Oid, Vid, OBJECT_SIZE};
-use crate::store::ObjectStore;
+use crate::oid::{Oid, Vid, OBJECT_BYTES, OBJECT_SIZE};
+use crate::store::{digest_of_content, ObjectStore};
 
 /// Builds a fresh, empty store for one check.
 pub type MakeStore<'a> = &'a dyn Fn() -> Box<dyn ObjectStore>;
 
-/// Runs every check of the suite.
+/// Runs every check of the suite, for a store that keeps the versions it is given (a local
+/// store).
 pub fn run_all(make: MakeStore<'_>) {
+    run_common(make);
+    meta_set_version_and_verify_of_missing_objects_are_not_found(&*make());
+    versions_are_recorded_and_kept_by_writes(&*make());
+    digests_follow_the_content(&*make());
+    copy_carries_version_and_digest(&*make());
+    punch_updates_the_digest(&*make());
+    objects_other_than_data_have_no_version(&*make());
+}
+
+/// Runs the checks that hold for every store, also one that sets versions itself (the
+/// replicated store stamps each change with its epoch).
+pub fn run_common(make: MakeStore<'_>) {
     read_of_missing_object_is_not_found(&*make());
     written_bytes_read_back_and_the_rest_is_zero(&*make());
     writes_across_pages_and_at_object_end_work(&*make());
@@ -141,4 +154,163 @@ fn sync_of_missing_objects_is_fine(s: &dyn ObjectStore) {
     s.sync(&[data(12), data(13)]).unwrap();
     let st = s.stats().unwrap();
     assert!(st.capacity > 0 && st.free <= st.capacity);
+}
+
+/// The digest `content` (from offset 0, zeros after it) must have on every store.
+fn digest(content: &[u8]) -> u64 {
+    digest_of_content(content)
+}
+
+fn meta_set_version_and_verify_of_missing_objects_are_not_found(s: &dyn ObjectStore) {
+    assert!(matches!(s.meta(data(30)), Err(Error::NotFound(_))));
+    assert!(matches!(
+        s.set_version(data(30), 1),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(s.verify(data(30)), Err(Error::NotFound(_))));
+    s.write(data(30), 0, b"x").unwrap();
+    s.remove(data(30)).unwrap();
+    assert!(matches!(s.meta(data(30)), Err(Error::NotFound(_))));
+    assert!(matches!(
+        s.set_version(data(30), 1),
+        Err(Error::NotFound(_))
+    ));
+}
+
+fn versions_are_recorded_and_kept_by_writes(s: &dyn ObjectStore) {
+    s.write(data(31), 4096, b"v").unwrap();
+    assert_eq!(
+        s.meta(data(31)).unwrap().version,
+        0,
+        "a new object has version 0"
+    );
+    s.set_version(data(31), 7).unwrap();
+    s.set_version(data(31), 7).unwrap();
+    assert_eq!(s.meta(data(31)).unwrap().version, 7);
+    s.write(data(31), 0, &pattern(10000, 4)).unwrap();
+    s.punch(data(31), 0, 4096).unwrap();
+    assert_eq!(
+        s.meta(data(31)).unwrap().version,
+        7,
+        "writes keep the version"
+    );
+    s.set_version(data(31), 3).unwrap();
+    s.sync(&[data(31)]).unwrap();
+    assert_eq!(
+        s.meta(data(31)).unwrap().version,
+        3,
+        "a version may go down"
+    );
+    s.set_version(data(31), u64::MAX).unwrap();
+    assert_eq!(s.meta(data(31)).unwrap().version, u64::MAX);
+    s.verify(data(31)).unwrap();
+    s.remove(data(31)).unwrap();
+    s.write(data(31), 0, b"again").unwrap();
+    assert_eq!(
+        s.meta(data(31)).unwrap().version,
+        0,
+        "remove drops the version"
+    );
+}
+
+fn digests_follow_the_content(s: &dyn ObjectStore) {
+    let (a, b, c) = (data(32), data(33), data(34));
+    s.write(a, 0, &[]).unwrap();
+    s.write(b, 8192, &[0u8; 4096]).unwrap();
+    s.write(c, 100, b"not zero").unwrap();
+    let zero = digest(&[]);
+    assert_eq!(
+        s.meta(a).unwrap().digest,
+        zero,
+        "an empty object digests as zeros"
+    );
+    assert_eq!(
+        s.meta(b).unwrap().digest,
+        zero,
+        "written zeros digest as holes"
+    );
+    let mut expect = vec![0u8; 108];
+    expect[100..].copy_from_slice(b"not zero");
+    assert_eq!(s.meta(c).unwrap().digest, digest(&expect));
+    assert_ne!(s.meta(c).unwrap().digest, zero);
+
+    // Unaligned writes across blocks, and one at the very end of the object.
+    let p = pattern(3 * 4096 + 77, 5);
+    s.write(a, 4000, &p).unwrap();
+    s.write(a, OBJECT_SIZE - 5, b"tail!").unwrap();
+    let mut whole = vec![0u8; OBJECT_BYTES];
+    whole[4000..4000 + p.len()].copy_from_slice(&p);
+    whole[OBJECT_BYTES - 5..].copy_from_slice(b"tail!");
+    assert_eq!(s.meta(a).unwrap().digest, digest(&whole));
+    s.write(b, 0, &whole).unwrap();
+    assert_eq!(
+        s.meta(b).unwrap().digest,
+        s.meta(a).unwrap().digest,
+        "equal content, equal digest, however written"
+    );
+    s.verify(a).unwrap();
+    s.verify(b).unwrap();
+
+    // Overwriting with the old content gives the old digest back.
+    s.write(c, 100, b"changed!").unwrap();
+    assert_ne!(s.meta(c).unwrap().digest, digest(&expect));
+    s.write(c, 100, b"not zero").unwrap();
+    assert_eq!(s.meta(c).unwrap().digest, digest(&expect));
+    s.write(c, 0, &[0u8; 4096]).unwrap();
+    assert_eq!(s.meta(c).unwrap().digest, zero);
+}
+
+fn copy_carries_version_and_digest(s: &dyn ObjectStore) {
+    let (src, dst) = (data(35), data(36));
+    s.write(src, 5000, &pattern(70000, 6)).unwrap();
+    s.write(src, 3 << 20, b"far").unwrap();
+    s.set_version(src, 42).unwrap();
+    s.write(dst, 0, b"old content").unwrap();
+    s.set_version(dst, 1).unwrap();
+    s.copy(src, dst).unwrap();
+    let (m_src, m_dst) = (s.meta(src).unwrap(), s.meta(dst).unwrap());
+    assert_eq!(m_dst, m_src, "copy carries version and digest");
+    assert_eq!(m_dst.version, 42);
+    s.verify(dst).unwrap();
+    assert_eq!(must_read(s, dst, 5000, 70000), pattern(70000, 6));
+    s.write(dst, 5000, b"diverge").unwrap();
+    assert_ne!(s.meta(dst).unwrap().digest, m_src.digest);
+    assert_eq!(s.meta(src).unwrap(), m_src, "the source is untouched");
+}
+
+fn punch_updates_the_digest(s: &dyn ObjectStore) {
+    let o = data(37);
+    let p = pattern(64 << 10, 7);
+    s.write(o, 0, &p).unwrap();
+    let mut expect = p.clone();
+    // A punch of whole blocks, then one that cuts blocks in part at both ends.
+    s.punch(o, 8192, 8192).unwrap();
+    expect[8192..16384].fill(0);
+    assert_eq!(s.meta(o).unwrap().digest, digest(&expect));
+    s.punch(o, 20000, 10000).unwrap();
+    expect[20000..30000].fill(0);
+    assert_eq!(s.meta(o).unwrap().digest, digest(&expect));
+    assert_eq!(must_read(s, o, 0, expect.len()), expect);
+    s.verify(o).unwrap();
+    s.punch(o, 0, OBJECT_SIZE).unwrap();
+    assert_eq!(s.meta(o).unwrap().digest, digest(&[]));
+    s.verify(o).unwrap();
+}
+
+fn objects_other_than_data_have_no_version(s: &dyn ObjectStore) {
+    let m = Oid::meta(40);
+    s.put_atomic(m, b"a record").unwrap();
+    assert_eq!(
+        s.meta(m).unwrap(),
+        crate::store::ObjectMeta {
+            version: 0,
+            digest: digest(b"a record")
+        }
+    );
+    assert!(matches!(s.set_version(m, 1), Err(Error::Io { .. })));
+    s.verify(m).unwrap();
+    let a = Oid::alloc(Vid(40));
+    s.write(a, 0, &[1; 4096]).unwrap();
+    assert_eq!(s.meta(a).unwrap().digest, digest(&[1; 4096]));
+    s.verify(a).unwrap();
 }

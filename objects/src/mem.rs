@@ -3,10 +3,19 @@
 //! Every object keeps its current content and the content that was last made durable by
 //! `sync` or `put_atomic`. [`MemStore::crash`] throws away everything that was not durable,
 //! removals included, which is the harshest behaviour a local file system may show.
+//!
+//! A data object's version lives with its content (so a crash forgets a version not synced);
+//! its digest is computed from the content on demand. [`MemStore::corrupt`] flips a byte as a
+//! bad disk would: the block it is in then fails its check (`CorruptObject`) on read, on
+//! `verify` and on a write or punch that keeps part of it, until a write covers it whole.
 
 use crate::error::{Error, Result};
+use crate::oid::ObjectKind;
 use crate::oid::Oid;
-use crate::store::{ObjectStore, StoreStats};
+use crate::store::{
+    block_crc, digest_of_crcs, unversioned, ObjectMeta, ObjectStore, StoreStats, OBJECT_BLOCKS,
+    ZERO_BLOCK_CRC,
+};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -26,9 +35,60 @@ fn in_page_offset(pos: u64) -> usize {
 struct MemObj {
     pages: BTreeMap<u64, Arc<[u8; PAGE_BYTES]>>,
     len: u64,
+    version: u64,
+    /// Pages whose content was damaged by [`MemStore::corrupt`], with the crc of what they
+    /// held before.
+    corrupt: BTreeMap<u64, u32>,
 }
 
 impl MemObj {
+    /// Fails if a page of `offset..offset+len` is corrupt; with `whole_ok`, pages the range
+    /// covers whole do not count (they are about to be replaced).
+    fn check(&self, oid: Oid, offset: u64, len: u64, whole_ok: bool) -> Result<()> {
+        if self.corrupt.is_empty() || len == 0 {
+            return Ok(());
+        }
+        let end = offset + len;
+        for (&page, _) in self.corrupt.range(offset / PAGE..end.div_ceil(PAGE)) {
+            let covered = offset <= page * PAGE && (page + 1) * PAGE <= end;
+            if !(whole_ok && covered) {
+                return Err(Error::CorruptObject(oid));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the damage of pages `offset..offset+len` covers whole.
+    fn heal(&mut self, offset: u64, len: u64) {
+        if self.corrupt.is_empty() {
+            return;
+        }
+        let first = offset.div_ceil(PAGE);
+        let last = (offset + len) / PAGE;
+        let healed: Vec<u64> = self
+            .corrupt
+            .range(first..last.max(first))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in healed {
+            self.corrupt.remove(&p);
+        }
+    }
+
+    fn digest(&self) -> u64 {
+        let blocks = usize::try_from(self.len.div_ceil(PAGE))
+            .unwrap_or(usize::MAX)
+            .max(OBJECT_BLOCKS) as u64;
+        digest_of_crcs((0..blocks).map(|i| {
+            if let Some(&c) = self.corrupt.get(&i) {
+                return c;
+            }
+            self.pages
+                .get(&i)
+                .map_or(ZERO_BLOCK_CRC, |p| block_crc(&p[..]))
+        }))
+    }
+
     fn read(&self, offset: u64, buf: &mut [u8]) {
         let mut done = 0usize;
         while done < buf.len() {
@@ -139,6 +199,25 @@ impl MemStore {
         self.len() == 0
     }
 
+    /// Flips a byte at `offset` of `oid`, as a bad disk would: the 4 KiB block holding it
+    /// now fails its check. `NotFound` if the object is absent.
+    pub fn corrupt(&self, oid: Oid, offset: u64) -> Result<()> {
+        let mut objects = self.objects.lock();
+        let obj = objects
+            .get_mut(&oid)
+            .and_then(|s| s.current.as_mut())
+            .ok_or(Error::NotFound(oid))?;
+        let page = offset / PAGE;
+        let entry = obj
+            .pages
+            .entry(page)
+            .or_insert_with(|| Arc::new([0u8; PAGE_BYTES]));
+        let before = block_crc(&entry[..]);
+        Arc::make_mut(entry)[in_page_offset(offset)] ^= 0x5a;
+        obj.corrupt.entry(page).or_insert(before);
+        Ok(())
+    }
+
     fn used_locked(objects: &HashMap<Oid, Slot>) -> u64 {
         objects
             .values()
@@ -149,51 +228,13 @@ impl MemStore {
 }
 
 impl ObjectStore for MemStore {
-    // TEMP-MAIN: replaced by the store helper's implementation.
-    fn meta(&self, oid: Oid) -> Result<crate::store::ObjectMeta> {
-        if !self.exists(oid)? {
-            return Err(crate::error::Error::NotFound(oid));
-        }
-        let mut buf = Vec::new();
-        for r in self.extents(oid)? {
-            let mut b = vec![0u8; usize::try_from(r.end - r.start).unwrap_or(0)];
-            self.read(oid, r.start, &mut b)?;
-            if b.iter().any(|x| *x != 0) {
-                buf.extend_from_slice(&r.start.to_le_bytes());
-                buf.extend_from_slice(&b);
-            }
-        }
-        let version = temp_versions()
-            .lock()
-            .get(&(self as *const _ as *const u8 as usize, oid))
-            .copied()
-            .unwrap_or(0);
-        Ok(crate::store::ObjectMeta {
-            version,
-            digest: {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                buf.hash(&mut h);
-                h.finish()
-            },
-        })
-    }
-    fn set_version(&self, oid: Oid, version: u64) -> Result<()> {
-        temp_versions()
-            .lock()
-            .insert((self as *const _ as *const u8 as usize, oid), version);
-        Ok(())
-    }
-    fn verify(&self, _oid: Oid) -> Result<()> {
-        Ok(())
-    }
-
     fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<()> {
         let objects = self.objects.lock();
         let obj = objects
             .get(&oid)
             .and_then(|s| s.current.as_ref())
             .ok_or(Error::NotFound(oid))?;
+        obj.check(oid, offset, buf.len() as u64, false)?;
         obj.read(offset, buf);
         Ok(())
     }
@@ -204,9 +245,10 @@ impl ObjectStore for MemStore {
             return Err(Error::NoSpace);
         }
         let slot = objects.entry(oid).or_default();
-        slot.current
-            .get_or_insert_with(MemObj::default)
-            .write(offset, data);
+        let obj = slot.current.get_or_insert_with(MemObj::default);
+        obj.check(oid, offset, data.len() as u64, true)?;
+        obj.heal(offset, data.len() as u64);
+        obj.write(offset, data);
         Ok(())
     }
 
@@ -226,6 +268,8 @@ impl ObjectStore for MemStore {
             .get_mut(&oid)
             .and_then(|s| s.current.as_mut())
             .ok_or(Error::NotFound(oid))?;
+        obj.check(oid, offset, len, true)?;
+        obj.heal(offset, len);
         obj.punch(offset, len);
         Ok(())
     }
@@ -314,14 +358,44 @@ impl ObjectStore for MemStore {
             used,
         })
     }
-}
 
-// TEMP-MAIN
-fn temp_versions() -> &'static parking_lot::Mutex<std::collections::HashMap<(usize, Oid), u64>> {
-    static V: std::sync::OnceLock<
-        parking_lot::Mutex<std::collections::HashMap<(usize, Oid), u64>>,
-    > = std::sync::OnceLock::new();
-    V.get_or_init(Default::default)
+    fn meta(&self, oid: Oid) -> Result<ObjectMeta> {
+        let objects = self.objects.lock();
+        let obj = objects
+            .get(&oid)
+            .and_then(|s| s.current.as_ref())
+            .ok_or(Error::NotFound(oid))?;
+        Ok(ObjectMeta {
+            version: obj.version,
+            digest: obj.digest(),
+        })
+    }
+
+    fn set_version(&self, oid: Oid, version: u64) -> Result<()> {
+        let mut objects = self.objects.lock();
+        let obj = objects
+            .get_mut(&oid)
+            .and_then(|s| s.current.as_mut())
+            .ok_or(Error::NotFound(oid))?;
+        if oid.kind() != ObjectKind::Data {
+            return Err(unversioned(oid));
+        }
+        obj.version = version;
+        Ok(())
+    }
+
+    fn verify(&self, oid: Oid) -> Result<()> {
+        let objects = self.objects.lock();
+        let obj = objects
+            .get(&oid)
+            .and_then(|s| s.current.as_ref())
+            .ok_or(Error::NotFound(oid))?;
+        if obj.corrupt.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::CorruptObject(oid))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +420,32 @@ mod tests {
         s.read(a, 0, &mut buf).unwrap();
         assert_eq!(&buf, b"durable");
         assert!(!s.exists(b).unwrap());
+    }
+
+    #[test]
+    fn a_corrupted_block_fails_its_reads_until_rewritten_whole() {
+        let s = MemStore::new();
+        let o = Oid(1);
+        s.write(o, 0, &[3u8; 3 * 4096]).unwrap();
+        let before = s.meta(o).unwrap();
+        s.corrupt(o, 4096 + 9).unwrap();
+        let mut buf = vec![0u8; 4096];
+        s.read(o, 0, &mut buf).unwrap();
+        s.read(o, 8192, &mut buf).unwrap();
+        assert!(matches!(
+            s.read(o, 4000, &mut buf),
+            Err(Error::CorruptObject(_))
+        ));
+        assert!(matches!(s.verify(o), Err(Error::CorruptObject(_))));
+        assert_eq!(s.meta(o).unwrap(), before, "the digest is what was written");
+        assert!(matches!(
+            s.write(o, 4097, b"x"),
+            Err(Error::CorruptObject(_))
+        ));
+        s.write(o, 4096, &[3u8; 4096]).unwrap();
+        s.verify(o).unwrap();
+        s.read(o, 4000, &mut buf).unwrap();
+        assert!(matches!(s.corrupt(Oid(2), 0), Err(Error::NotFound(_))));
     }
 
     #[test]

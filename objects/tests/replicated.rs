@@ -213,7 +213,7 @@ impl ObjectStore for Shared {
 #[test]
 fn a_one_member_store_passes_the_conformance_suite() {
     // Before any map: this host alone.
-    sheep_objects::conformance::run_all(&|| {
+    sheep_objects::conformance::run_common(&|| {
         let s = ReplicatedStore::new(
             node(1),
             Arc::new(MemStore::new()),
@@ -223,7 +223,7 @@ fn a_one_member_store_passes_the_conformance_suite() {
         Box::new(Shared(s, None))
     });
     // With a map of one member, serving on loopback.
-    sheep_objects::conformance::run_all(&|| {
+    sheep_objects::conformance::run_common(&|| {
         let c = Cluster::start(1, 3);
         Box::new(Shared(c.hosts[0].store.clone(), Some(c)))
     });
@@ -231,7 +231,7 @@ fn a_one_member_store_passes_the_conformance_suite() {
 
 #[test]
 fn a_three_member_store_passes_the_conformance_suite() {
-    sheep_objects::conformance::run_all(&|| {
+    sheep_objects::conformance::run_common(&|| {
         let c = Cluster::start(3, 3);
         Box::new(Shared(c.hosts[1].store.clone(), Some(c)))
     });

@@ -72,6 +72,11 @@ pub struct Cli {
     /// answers EIO after this long [default: 30].
     #[arg(long, value_name = "SECS", env = "SHEEPFS_IO_TIMEOUT")]
     pub io_timeout: Option<u64>,
+    /// For fault-injection tests only: make the local object store fail the calls this
+    /// control file names (`eio read OIDHEX|*`, `eio write OIDHEX|*`, `eio all`; re-read
+    /// within 200 ms of a change; see `sheep_objects::faulty`).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub fault_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -95,6 +100,7 @@ impl Cli {
             threads: self.threads.map_or(base.threads, usize::from),
             failure_timeout: self.failure_timeout.unwrap_or(base.failure_timeout),
             io_timeout: self.io_timeout.unwrap_or(base.io_timeout),
+            fault_file: self.fault_file.or(base.fault_file),
         }
     }
 }

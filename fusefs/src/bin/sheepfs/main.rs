@@ -30,7 +30,7 @@ use sheep_fusefs::fuse::{mount_config, FsOptions, QuorumGate, SheepFs};
 use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
 use sheep_fusefs::mountpoint::check_mountpoint;
 use sheep_objects::replicated::{ReplicaConfig, ReplicatedStore};
-use sheep_objects::{DiskStore, ObjectStore};
+use sheep_objects::{DiskStore, FaultyStore, ObjectStore};
 use sheep_p2p::net::{Cluster, NetConfig};
 use sheep_p2p::order::{Config as OrderConfig, MemberInfo, View};
 use sheep_vdi::{Pool, PoolConfig, Reclaimer};
@@ -289,6 +289,9 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         warn!(error = %e, "leaving the cluster cleanly failed");
     }
     started.store.shutdown();
+    if let Err(e) = started.disk.close() {
+        warn!(error = %e, "closing the object store failed: the next start re-checks it");
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     served.context("the FUSE session failed")?;
     flushed.context("flushing the pool at shutdown failed")?;
@@ -304,6 +307,8 @@ struct Started {
     cluster: Cluster,
     store: Arc<ReplicatedStore>,
     info: ClusterInfoSource,
+    /// The local object store, closed (marked clean) at the very end.
+    disk: Arc<DiskStore>,
 }
 
 /// Binds the data channel's listener on the port of the previous run (kept in `STORE/data-port`),
@@ -344,9 +349,17 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
     let lock = lock_store(dir)?;
     let node_id = load_or_create_node_id(dir)?;
-    let disk = DiskStore::open(dir)
-        .with_context(|| format!("cannot open the object store in {}", dir.display()))?;
-    let local: Arc<dyn ObjectStore> = Arc::new(disk);
+    let disk = Arc::new(
+        DiskStore::open(dir)
+            .with_context(|| format!("cannot open the object store in {}", dir.display()))?,
+    );
+    let local: Arc<dyn ObjectStore> = match &config.fault_file {
+        Some(path) => {
+            warn!(path = %path.display(), "fault injection enabled on the local store");
+            Arc::new(FaultyStore::with_control_file(disk.clone(), path))
+        }
+        None => disk.clone(),
+    };
     let capacity = local.stats().map(|s| s.capacity).unwrap_or(1 << 40);
 
     let listen: SocketAddr = config
@@ -455,6 +468,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         cluster,
         store,
         info,
+        disk,
     })
 }
 
