@@ -122,9 +122,10 @@ impl Membership {
     /// The data map after the entry at `seq`: its epoch is the entry's position, so every
     /// change of the data placement (membership, a failing store) gives a newer map on every
     /// host alike.
-    fn map(&self, seq: u64) -> ClusterMap {
+    fn map(&self, seq: u64, cluster_epoch: u64) -> ClusterMap {
         ClusterMap {
             epoch: seq,
+            cluster_epoch,
             members: self
                 .members
                 .iter()
@@ -158,7 +159,7 @@ pub fn apply(
                 let mut m = members.lock();
                 if m.members.iter().any(|x| x.id == node) && m.store_out.insert(node) {
                     warn!(%node, seq = entry.seq, "a member's store is failing: its copies are rebuilt on the others");
-                    store.set_map(m.map(entry.seq));
+                    store.set_map(m.map(entry.seq, entry.epoch));
                 }
             }
         }
@@ -166,7 +167,7 @@ pub fn apply(
             let gone = {
                 let mut m = members.lock();
                 let gone = m.apply(body, live, store);
-                store.set_map(m.map(entry.seq));
+                store.set_map(m.map(entry.seq, entry.epoch));
                 gone
             };
             if let Some(id) = gone {

@@ -84,8 +84,12 @@ pub struct Member {
 /// The members at one epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMap {
-    /// The epoch (number of membership changes so far).
+    /// The map's number: every change of the data placement gives a higher one, the same on
+    /// every host (the host layer uses the position of the log entry that changed it).
     pub epoch: u64,
+    /// The cluster's epoch (count of membership changes) when the map was made, as shown to
+    /// users in the status.
+    pub cluster_epoch: u64,
     /// The members.
     pub members: Vec<Member>,
 }
@@ -352,6 +356,7 @@ struct View {
 #[derive(Default)]
 struct Rebal {
     epoch: u64,
+    cluster_epoch: u64,
     members: Vec<NodeId>,
     done: HashSet<NodeId>,
     /// `RebalanceDone` notices for epochs this host has not reached yet.
@@ -610,6 +615,7 @@ impl ReplicatedStore {
                 from_map: true,
             };
             r.epoch = epoch;
+            r.cluster_epoch = map.cluster_epoch;
             r.members = new.placement.members().to_vec();
             r.done = r.early.remove(&epoch).unwrap_or_default();
             r.early.retain(|e, _| *e > epoch);
@@ -639,7 +645,7 @@ impl ReplicatedStore {
         let r = self.reb.lock();
         let c = r.counters;
         ReplicaStatus {
-            epoch: r.epoch,
+            epoch: r.cluster_epoch,
             members,
             objects,
             pending: c.pending,
@@ -779,7 +785,7 @@ impl ReplicatedStore {
         let r = self.reb.lock();
         let c = r.counters;
         RecoveryStatus {
-            epoch: r.epoch,
+            epoch: r.cluster_epoch,
             to_check: c.to_check,
             checked: c.to_check.saturating_sub(c.pending),
             copied: c.pushed + c.received + c.pulled,

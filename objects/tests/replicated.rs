@@ -80,6 +80,7 @@ impl Cluster {
     fn map(&self) -> ClusterMap {
         ClusterMap {
             epoch: self.epoch,
+            cluster_epoch: self.epoch,
             members: self.hosts.iter().map(|h| h.member.clone()).collect(),
         }
     }
@@ -559,6 +560,7 @@ fn map_of(c: &mut Cluster, members: &[usize]) {
     c.epoch += 1;
     let map = ClusterMap {
         epoch: c.epoch,
+        cluster_epoch: c.epoch,
         members: members.iter().map(|&i| c.hosts[i].member.clone()).collect(),
     };
     for &i in members {

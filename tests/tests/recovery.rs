@@ -256,20 +256,22 @@ fn u64_field(v: &Value, key: &str) -> u64 {
 /// (checked, repaired, lost) of `dog vdi check --json` / `dog cluster check --json`: the first
 /// numeric field, at any depth, whose name contains the word.
 fn check_summary(json: &str) -> (u64, u64, u64) {
-    fn find(v: &Value, word: &str) -> Option<u64> {
-        match v {
-            Value::Object(map) => map
-                .iter()
-                .find_map(|(k, v)| v.as_u64().filter(|_| k.contains(word)))
-                .or_else(|| map.values().find_map(|v| find(v, word))),
-            Value::Array(items) => items.iter().find_map(|v| find(v, word)),
-            _ => None,
-        }
-    }
+    // `dog vdi check --json`: {"objects": checked, "repaired": n, "lost": [oids], "failed": [..]}
     let v: Value = serde_json::from_str(json)
         .unwrap_or_else(|e| panic!("check output is not JSON: {e}\n{json}"));
-    let get = |word: &str| find(&v, word).unwrap_or_else(|| panic!("no `{word}` count in {v}"));
-    (get("checked"), get("repaired"), get("lost"))
+    let count = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("no `{k}` count in {v}"))
+    };
+    let lost = v["lost"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `lost` list in {v}"))
+        .len() as u64;
+    assert!(
+        v["failed"].as_array().is_some_and(Vec::is_empty),
+        "objects the check could not check: {v}"
+    );
+    (count("objects"), count("repaired"), lost)
 }
 
 // ---------------------------------------------------------------------------------------------
