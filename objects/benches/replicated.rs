@@ -33,7 +33,11 @@ fn cluster(n: u8) -> Vec<Arc<ReplicatedStore>> {
         });
         stores.push(s);
     }
-    let map = ClusterMap { epoch: 1, members };
+    let map = ClusterMap {
+        epoch: 1,
+        cluster_epoch: 1,
+        members,
+    };
     for s in &stores {
         s.set_map(map.clone());
     }
