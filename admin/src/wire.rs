@@ -251,8 +251,26 @@ pub struct RecoveryInfo {
     pub done: bool,
     /// Every member finished.
     pub complete: bool,
-    /// A full resync (rather than an incremental catch-up).
+    /// Its store is near full: it takes no new objects nor copies.
     pub full: bool,
+    /// Objects it sent to other holders, and their bytes.
+    pub sent: u64,
+    /// Bytes of those.
+    pub sent_bytes: u64,
+    /// Objects it received (pushed to it or fetched by it).
+    pub received: u64,
+    /// Bytes of those.
+    pub received_bytes: u64,
+    /// Bytes of the unverified copies found current and kept (what catch-up did not copy).
+    pub kept_bytes: u64,
+    /// Copies still unverified (compared with the others' before use).
+    pub unverified: u64,
+    /// Bad copies repaired from good ones since the daemon started.
+    pub repaired: u64,
+    /// Copies not made because their target host is near full.
+    pub skipped_full: u64,
+    /// Bytes received for recovery since the daemon started.
+    pub total_received_bytes: u64,
 }
 
 /// The result of one [`Request::Check`].
@@ -422,6 +440,10 @@ mod tests {
                 done: false,
                 complete: false,
                 full: true,
+                received: 2,
+                received_bytes: 8 << 20,
+                unverified: 1,
+                ..RecoveryInfo::default()
             }),
             Reply::Check(CheckBatch {
                 total: 9,

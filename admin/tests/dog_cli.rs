@@ -58,6 +58,7 @@ fn recovery(throttle: Option<u64>) -> RecoveryInfo {
         done: false,
         complete: false,
         full: false,
+        ..RecoveryInfo::default()
     }
 }
 

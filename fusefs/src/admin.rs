@@ -354,6 +354,15 @@ impl NodeService {
             done: r.done,
             complete: r.complete,
             full: r.full,
+            sent: r.sent,
+            sent_bytes: r.sent_bytes,
+            received: r.received,
+            received_bytes: r.received_bytes,
+            kept_bytes: r.kept_bytes,
+            unverified: r.unverified,
+            repaired: r.repaired,
+            skipped_full: r.skipped_full,
+            total_received_bytes: r.total_received_bytes,
         }))
     }
 

@@ -15,7 +15,7 @@
 //! is lost and when a fresh one joins, unthrottled and with `dog node recovery set-throttle 50M`;
 //! 4k random-read IOPS on host 0 (fio, libaio, iodepth 32, direct) before and during each
 //! recovery; and the bytes the catch-up of a host away for 30 s of 4k random writes copied. It
-//! reads `dog node recovery --json` (copied_bytes, complete); without it (older daemons) it falls
+//! reads `dog node recovery --json` (received_bytes, complete); without it (older daemons) it falls
 //! back to the rebalance figures of `dog cluster info --json` (pushed_bytes, complete) and says so.
 
 use sheep_tests::{Host, Net};
@@ -160,7 +160,8 @@ mod recovery {
             }
         };
         let bytes_key = match source {
-            Source::Recovery => "copied_bytes",
+            // Each copy counted once, by the host that received it.
+            Source::Recovery => "received_bytes",
             Source::Rebalance => "pushed_bytes",
         };
         let done = v["epoch"].as_u64() == Some(epoch) && v["complete"].as_bool() == Some(true);
@@ -358,6 +359,13 @@ mod recovery {
         let total = wait_complete(&all, source);
         let returning = state(&hosts[away], source).map_or(0, |(_, b)| b);
         let catch_up_secs = t.elapsed().as_secs_f64();
+        if let Some(r) = hosts[away].recovery() {
+            println!(
+                "recovery: the returning host kept {} unverified copies ({:.3} GiB) it found current, received {} ({:.3} GiB)",
+                r["kept"], r["kept_bytes"].as_u64().unwrap_or(0) as f64 / GIB,
+                r["received"], r["received_bytes"].as_u64().unwrap_or(0) as f64 / GIB
+            );
+        }
 
         let mut table = String::new();
         let _ = writeln!(table, "\n| recovery, {gib} GiB, 4 hosts, 3 copies | seconds | GiB copied | GiB/min | 4k rand-read IOPS during |");

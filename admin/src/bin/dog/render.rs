@@ -175,17 +175,50 @@ pub fn recovery(r: &RecoveryInfo) -> String {
         )
     };
     field(&mut out, "Status", &state);
-    let kind = if r.full { "full resync" } else { "incremental" };
-    field(&mut out, "Mode", kind);
     let objects = format!(
-        "{} to check, {} checked, {} copied ({}), {} already current",
+        "{} to check, {} checked, {} copied ({})",
         r.to_check,
         r.checked,
         r.copied,
         format_size(r.copied_bytes),
-        r.kept
     );
     field(&mut out, "Objects", &objects);
+    let traffic = format!(
+        "sent {} ({}), received {} ({})",
+        r.sent,
+        format_size(r.sent_bytes),
+        r.received,
+        format_size(r.received_bytes)
+    );
+    field(&mut out, "Copies", &traffic);
+    let catch_up = format!(
+        "{} unverified left, {} kept as current ({})",
+        r.unverified,
+        r.kept,
+        format_size(r.kept_bytes)
+    );
+    field(&mut out, "Catch-up", &catch_up);
+    if r.repaired > 0 {
+        field(
+            &mut out,
+            "Repaired",
+            &format!("{} bad copies since start", r.repaired),
+        );
+    }
+    if r.full {
+        field(
+            &mut out,
+            "Store",
+            "near full: takes no new objects nor copies",
+        );
+    }
+    if r.skipped_full > 0 {
+        field(
+            &mut out,
+            "Skipped",
+            &format!("{} copies (target host near full)", r.skipped_full),
+        );
+    }
     field(&mut out, "Throttle", &rate(r.throttle));
     out
 }
@@ -348,8 +381,23 @@ mod tests {
             done: false,
             complete: false,
             full: false,
+            sent: 6,
+            sent_bytes: 24 << 20,
+            received: 4,
+            received_bytes: 16 << 20,
+            kept_bytes: 160 << 20,
+            unverified: 3,
+            ..RecoveryInfo::default()
         };
         let out = recovery(&r);
+        assert!(
+            out.contains("sent 6 (24 MiB), received 4 (16 MiB)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("3 unverified left, 40 kept as current (160 MiB)"),
+            "{out}"
+        );
         assert!(
             out.contains("in progress: 25% (50 of 200 objects)"),
             "{out}"
