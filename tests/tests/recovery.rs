@@ -966,3 +966,89 @@ fn a_flipped_byte_in_one_copy_is_never_served_and_check_repairs_it() {
     fill.verify_on(&all, "vol", "after the repairs");
     eprintln!("done in {:?}", t0.elapsed());
 }
+
+/// Runs fio with `args` (plus JSON output) and returns the largest completion latency it saw.
+fn fio_json(args: &[String]) -> Duration {
+    let out = std::process::Command::new("fio")
+        .args(args)
+        .arg("--output-format=json")
+        .output()
+        .expect("run fio");
+    assert!(
+        out.status.success(),
+        "fio {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("fio output: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let job = &v["jobs"][0];
+    let max_ns = ["write", "read"]
+        .iter()
+        .filter_map(|k| job[*k]["clat_ns"]["max"].as_f64())
+        .fold(0.0f64, f64::max);
+    Duration::from_secs_f64(max_ns / 1e9)
+}
+
+#[test]
+fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes() {
+    if !require(&["ip", "nsenter", "fio"]) {
+        return;
+    }
+    let (_net, mut hosts) = cluster(&FAST);
+    let victim = sequencer(&hosts);
+    let (writer, other) = ((victim + 1) % 3, (victim + 2) % 3);
+    hosts[writer].must_dog(&["vdi", "create", "fio", "64M"]);
+    let job = |h: &Host, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--name=verify",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=48M",
+            "--ioengine=libaio",
+            "--direct=1",
+            "--iodepth=8",
+            "--verify=crc32c",
+            "--verify_fatal=1",
+            "--randseed=11",
+            // About 6 s of writes, so the kill lands in the middle of them.
+            "--rate_iops=2000",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        v.push(format!("--filename={}", h.path("fio").display()));
+        v.extend(extra.iter().map(ToString::to_string));
+        v
+    };
+    // fio writes 48 MiB of 4k blocks with verification headers and reads them all back;
+    // the sequencer's host is killed once the writes are under way.
+    let args = job(&hosts[writer], &[]);
+    let fio = std::thread::spawn(move || fio_json(&args));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !fio.is_finished(),
+        "fio finished before the kill: make it longer"
+    );
+    hosts[victim].kill9();
+    let killed = Instant::now();
+    let longest = fio.join().expect("fio thread");
+    assert!(
+        killed.elapsed() > Duration::from_secs(2),
+        "fio ended right after the kill: the kill did not land during its writes"
+    );
+    eprintln!("fio --verify passed on host {writer}; longest completion {longest:?} (host {victim} killed)");
+    assert!(
+        longest < RESUME_BOUND,
+        "an I/O took {longest:?} (> {RESUME_BOUND:?}) around the kill"
+    );
+    // The other survivor and the returning host verify the same data.
+    fio_json(&job(&hosts[other], &["--verify_only"]));
+    hosts[victim].restart(&FAST);
+    for h in &hosts {
+        wait_members_within(h, 3, SLOW);
+    }
+    fio_json(&job(&hosts[victim], &["--verify_only"]));
+    let r = wait_recovered(&hosts[victim]);
+    eprintln!("returning host's recovery: {r}");
+}
