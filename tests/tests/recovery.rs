@@ -1052,3 +1052,60 @@ fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes(
     let r = wait_recovered(&hosts[victim]);
     eprintln!("returning host's recovery: {r}");
 }
+
+#[test]
+fn a_host_whose_store_keeps_failing_leaves_the_placement_and_its_copies_are_rebuilt_elsewhere() {
+    if !require(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = dir.path().join("faults");
+    std::fs::write(&faults, "").expect("fault file");
+    let faults_arg = faults.to_str().expect("utf8").to_owned();
+    // Four hosts, three copies: a host that drops out leaves room to rebuild elsewhere.
+    let net = Net::new(4);
+    let bad = 3;
+    let mut setups: Vec<Setup> = (0..4).map(|_| Setup::args(&FAST)).collect();
+    setups[bad] = Setup::args(&FAST).arg(&["--fault-file", &faults_arg]);
+    let hosts = Host::start_all_custom(&net, &setups);
+    for h in &hosts {
+        h.wait_members(4);
+    }
+    hosts[0].must_dog(&["vdi", "create", "vol", "64M"]);
+    let objects = 12u64;
+    let fill = Fill::new(51, 0..objects, MIB);
+    fill.write(&hosts[0].path("vol"));
+    let vid = vid_of(&hosts[0], "vol");
+    let good: Vec<&Host> = hosts.iter().filter(|h| h.index() != bad).collect();
+    let copies_on_good = |idx: u64| {
+        good.iter()
+            .filter(|h| object_file(&h.store, vid, idx).exists())
+            .count()
+    };
+    let held_by_bad = (0..objects)
+        .filter(|i| object_file(&hosts[bad].store, vid, *i).exists())
+        .count();
+    assert!(
+        held_by_bad > 0,
+        "the bad host holds no copy: nothing to test"
+    );
+    // Its disk fails: every store call gives EIO. Reads through its mount still work (from
+    // the other copies) and, after a few errors, it takes itself out of the data placement.
+    set_faults(&faults, "eio all\n");
+    let all: Vec<&Host> = hosts.iter().collect();
+    fill.verify_on(&all, "vol", "with the bad host's store failing");
+    wait_until(SLOW, "every object has 3 copies on the good hosts", || {
+        (0..objects).all(|i| copies_on_good(i) == 3)
+    });
+    eprintln!("{held_by_bad} copies of the bad host were rebuilt on the 3 good hosts");
+    fill.verify_on(&all, "vol", "after the rebuild");
+    // Writes go on, to the good hosts only, and everyone reads them (the bad host as a
+    // gateway).
+    let more = Fill::new(52, [0, 5, 11], 64 * KIB);
+    more.write(&hosts[bad].path("vol"));
+    more.verify_on(
+        &all,
+        "vol",
+        "written through the bad host after it left the placement",
+    );
+}
