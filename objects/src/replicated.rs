@@ -877,7 +877,7 @@ impl ReplicatedStore {
         }
     }
 
-    /// Runs `f` once if the local store turns out to be failing ([`STORE_ERROR_LIMIT`] I/O
+    /// Runs `f` once if the local store turns out to be failing (eight I/O
     /// errors or bad copies within a minute): the host then takes itself out of the data
     /// placement, so its copies are rebuilt on other hosts.
     pub fn on_store_failed(&self, f: StoreFailed) {
