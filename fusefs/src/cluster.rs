@@ -150,12 +150,7 @@ pub fn apply(
 ) {
     match &entry.body {
         Body::App { cmd, .. } => {
-            pool.apply_entry(entry.seq, cmd);
-            if let Ok(sheep_vdi::cmd::Proposal {
-                cmd: sheep_vdi::cmd::Cmd::StoreOut { node },
-                ..
-            }) = sheep_vdi::cmd::decode(cmd)
-            {
+            if let Some(node) = pool.apply_entry(entry.seq, cmd) {
                 let mut m = members.lock();
                 if m.members.iter().any(|x| x.id == node) && m.store_out.insert(node) {
                     warn!(%node, seq = entry.seq, "a member's store is failing: its copies are rebuilt on the others");

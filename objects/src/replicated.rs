@@ -979,14 +979,26 @@ impl ReplicatedStore {
         }
     }
 
+    /// The checks before data I/O on `offset..offset+len` of `oid`: a quorum, a range inside
+    /// the object.
+    fn enter(&self, oid: Oid, offset: u64, len: u64) -> Result<()> {
+        self.wait_quorum(oid)?;
+        if !in_object(offset, len) {
+            return Err(Error::OutOfRange { oid, offset, len });
+        }
+        Ok(())
+    }
+
     /// Waits while this host does not reach a quorum; an I/O error after `io_timeout`.
     fn wait_quorum(&self, oid: Oid) -> Result<()> {
-        let Some(check) = self.quorum.read().clone() else {
-            return Ok(());
+        let check = {
+            let q = self.quorum.read();
+            match q.as_ref() {
+                None => return Ok(()),
+                Some(c) if c() => return Ok(()),
+                Some(c) => c.clone(),
+            }
         };
-        if check() {
-            return Ok(());
-        }
         let deadline = Instant::now() + self.cfg.io_timeout;
         while !check() {
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
@@ -1709,23 +1721,25 @@ impl ReplicatedStore {
             Op::Write => {
                 range(req.a, body.len() as u64)?;
                 let existing = req.flags & FLAG_EXISTING != 0;
-                if existing {
-                    let _g = self.lock_if_unsettled(view.epoch, oid);
-                    self.ensure_local(&view, oid)?;
-                    if !self.local.exists(oid)? {
-                        // An allocated object no reachable member has: never recreate it
-                        // empty (its copies may come back); the writer gets EIO in the end.
-                        return Err(SErr::Retry(format!(
-                            "{oid} has no copy here nor on any member"
-                        )));
+                let res = self.serve_change(&view, oid, true, || {
+                    if existing {
+                        if !self.local.exists(oid)? {
+                            return Err(Error::NotFound(oid));
+                        }
+                    } else {
+                        self.room_for(oid)?;
                     }
-                }
-                self.serve_change(&view, oid, true, || {
-                    self.room_for(oid)?;
                     self.local.write(oid, req.a, body)?;
                     self.local.set_version(oid, view.epoch)
-                })?;
-                Ok(0)
+                });
+                match res {
+                    // An allocated object no reachable member has: never recreate it empty
+                    // (its copies may come back); the writer gets EIO in the end.
+                    Err(SErr::Store(Error::NotFound(_))) if existing => Err(SErr::Retry(format!(
+                        "{oid} has no copy here nor on any member"
+                    ))),
+                    r => r.map(|()| 0),
+                }
             }
             Op::Copy => self.serve_copy(&view, Oid(req.a), oid),
             Op::Punch => {
@@ -2264,14 +2278,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.read(oid, offset, buf);
         }
-        self.wait_quorum(oid)?;
-        if !in_object(offset, buf.len() as u64) {
-            return Err(Error::OutOfRange {
-                oid,
-                offset,
-                len: buf.len() as u64,
-            });
-        }
+        self.enter(oid, offset, buf.len() as u64)?;
         self.try_holders(oid, |view, h| {
             if h == self.me {
                 return match self.serve_read(view.epoch, oid, offset, buf) {
@@ -2331,10 +2338,7 @@ impl ObjectStore for ReplicatedStore {
         if !is_data(oid) {
             return self.local.punch(oid, offset, len);
         }
-        self.wait_quorum(oid)?;
-        if !in_object(offset, len) {
-            return Err(Error::OutOfRange { oid, offset, len });
-        }
+        self.enter(oid, offset, len)?;
         let mut req = self.header(Op::Punch, oid, 0);
         req.a = offset;
         req.b = len;
@@ -2485,14 +2489,7 @@ impl ReplicatedStore {
         if !is_data(oid) {
             return self.local.write(oid, offset, data);
         }
-        self.wait_quorum(oid)?;
-        if !in_object(offset, data.len() as u64) {
-            return Err(Error::OutOfRange {
-                oid,
-                offset,
-                len: data.len() as u64,
-            });
-        }
+        self.enter(oid, offset, data.len() as u64)?;
         let mut req = self.header(Op::Write, oid, 0);
         req.a = offset;
         req.flags = flags;

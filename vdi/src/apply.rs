@@ -20,14 +20,19 @@ use std::sync::Arc;
 
 impl Pool {
     /// Applies one log entry (an encoded proposal). Called by the log, in order, once per
-    /// entry; a proposal of this host leaves its result for the waiting proposer.
-    pub fn apply_entry(&self, seq: u64, bytes: &[u8]) {
+    /// entry; a proposal of this host leaves its result for the waiting proposer. Returns the
+    /// host of a [`Cmd::StoreOut`], which the host layer applies to the data placement.
+    pub fn apply_entry(&self, seq: u64, bytes: &[u8]) -> Option<NodeId> {
         let proposal = match cmd::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(seq, error = %e, "undecodable log entry skipped");
-                return;
+                return None;
             }
+        };
+        let store_out = match proposal.cmd {
+            Cmd::StoreOut { node } => Some(node),
+            _ => None,
         };
         let result = {
             let mut applied = self.applied.lock();
@@ -42,6 +47,7 @@ impl Pool {
             self.results.lock().insert(proposal.token, result);
         }
         self.changed.notify_all();
+        store_out
     }
 
     /// A host left the cluster or failed: its ownerships, opens and locks go.

@@ -1795,13 +1795,7 @@ impl OrderNode {
             theirs = ?theirs,
             "another cluster of the same name is preferred and ours holds no data: joining it"
         );
-        out.v.push(Output::Reset);
-        self.log.clear();
-        self.views.clear();
-        self.seen.clear();
-        self.pending.clear();
-        self.has_app = false;
-        self.applied = 0;
+        self.forget_history(out);
         self.seq = None;
         self.vc = None;
         self.promised = Ballot::ZERO;
@@ -2213,16 +2207,22 @@ impl OrderNode {
             return;
         }
         tracing::warn!(at, "our stored log diverges from the cluster's: resetting");
-        out.v.push(Output::Reset);
         self.verified = false;
+        self.forget_history(out);
+        self.sync_due = true;
+        self.sync_sent = None;
+    }
+
+    /// Throws away the history (log, views, dedup, pending entries) and tells the application
+    /// to do the same; deliveries start again from seq 1.
+    fn forget_history(&mut self, out: &mut Out) {
+        out.v.push(Output::Reset);
         self.log.clear();
         self.views.clear();
         self.seen.clear();
         self.pending.clear();
         self.has_app = false;
         self.applied = 0;
-        self.sync_due = true;
-        self.sync_sent = None;
     }
 
     fn on_vc_query(&mut self, now: Instant, from: NodeId, ballot: Ballot, f: Seq, out: &mut Out) {
