@@ -9,7 +9,8 @@
 # there too (the bookworm one would pull qemu-utils 7.2 back in); the suite is added to apt's
 # sources if it is missing. linux-image-amd64 is the guest kernel of tests/guest/ (its /boot and
 # /lib/modules are only read, never booted on the host). iproute2, util-linux (nsenter), nftables
-# and iputils-ping serve the multi-host harness (tests/src/netns.rs: namespaces, bridges, cuts).
+# and iputils-ping serve the multi-host harness (tests/src/netns.rs: namespaces, bridges, cuts);
+# gdb prints a hung daemon's stacks in a failing test's message.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -42,7 +43,7 @@ apt-get update -q
 t1=$(date +%s)
 apt-get install -y -q --no-install-recommends \
     fuse3 fio e2fsprogs xfsprogs dbench jq util-linux shellcheck \
-    iproute2 nftables iputils-ping \
+    iproute2 nftables iputils-ping gdb \
     busybox-static cpio kmod xz-utils zstd gzip linux-image-amd64 "${extra[@]}"
 t2=$(date +%s)
 apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils

@@ -165,8 +165,10 @@ pub fn apply(
                 store.set_map(m.map(entry.seq, entry.epoch));
                 gone
             };
-            if let Some(id) = gone {
-                pool.node_gone(id);
+            match (gone, body) {
+                (Some(id), _) => pool.node_gone(id),
+                (None, Body::Join(info)) => pool.node_joined(info.id),
+                _ => {}
             }
             info!(seq = entry.seq, epoch = entry.epoch, "membership changed");
         }

@@ -148,6 +148,30 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Every thread's stack of the running daemon (`gdb -batch`), to show where a hung host
+    /// waits; a line saying why not when gdb is missing or the daemon has exited.
+    pub fn stacks(&self) -> String {
+        let pid = self.pid();
+        match Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-nx",
+                "-ex",
+                "thread apply all bt",
+            ])
+            .output()
+        {
+            Ok(o) => format!(
+                "--- sheepfs stacks (pid {pid}) ---\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("(no stacks of pid {pid}: gdb: {e})"),
+        }
+    }
+
     /// Returns the last part of what the daemon printed (of every start, for a restarted one).
     pub fn log(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();

@@ -23,6 +23,7 @@ pub mod node;
 pub mod vm;
 
 pub use cmd::{must_qemu_io, must_run, run};
+pub use daemon::poll_until;
 pub use daemon::Daemon;
 pub use env::{bin, in_ci, require};
 pub use file::{MIB, OBJECT_SIZE};

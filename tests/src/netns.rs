@@ -472,6 +472,11 @@ impl Deref for Host {
 }
 
 impl Host {
+    /// Every thread's stack of the daemon (for the failure message of a hang).
+    pub fn stacks(&self) -> String {
+        self.daemon.stacks()
+    }
+
     /// The daemon's log (for failure messages).
     pub fn daemon_log(&self) -> String {
         self.daemon.log()

@@ -158,22 +158,47 @@ fn layout(worker: u32) -> Config {
 }
 
 /// Waits until `worker` has `n` successful ops that started after `after` (up to `timeout`).
-fn wait_progress(worker: &Worker, n: usize, after: u64, kind: Option<Kind>, timeout: Duration) {
-    wait_until(
-        timeout,
-        &format!(
-            "history worker {} makes {n} successful {kind:?} ops (in flight: {:?})",
-            worker.id(),
-            worker.in_flight()
-        ),
-        || {
-            worker
-                .ops()
-                .iter()
-                .filter(|o| o.ok() && o.start > after && kind.is_none_or(|k| o.kind == k))
-                .count()
-                >= n
-        },
+/// Waits until `worker` made `n` successful ops of `kind` that started after `after`; on a
+/// timeout the failure shows what it did meanwhile, and the stacks and logs of `hosts`.
+fn wait_progress(
+    worker: &Worker,
+    hosts: &[Host],
+    n: usize,
+    after: u64,
+    kind: Option<Kind>,
+    timeout: Duration,
+) {
+    let done = || {
+        worker
+            .ops()
+            .iter()
+            .filter(|o| o.ok() && o.start > after && kind.is_none_or(|k| o.kind == k))
+            .count()
+            >= n
+    };
+    if sheep_tests::poll_until(timeout, done) {
+        return;
+    }
+    // What it did meanwhile: ops since `after` by kind and outcome, the last ones, and the op
+    // it is in now.
+    let ops: Vec<Op> = worker.ops().into_iter().filter(|o| o.end > after).collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for o in &ops {
+        *outcomes
+            .entry(format!("{:?} {:?}", o.kind, o.result))
+            .or_insert(0usize) += 1;
+    }
+    let last: Vec<String> = ops.iter().rev().take(5).map(ToString::to_string).collect();
+    panic!(
+        "timed out after {timeout:?} waiting until history worker {} makes {n} successful \
+         {kind:?} ops; since then: {outcomes:?}; the last ones: {last:#?}; in flight now: {:?}\n{}",
+        worker.id(),
+        worker.in_flight(),
+        hosts
+            .iter()
+            .map(|h| format!("host {}:\n{}\n{}", h.index(), h.stacks(), h.daemon_log()))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -301,7 +326,7 @@ fn a_host_killed_during_writes_stalls_io_under_10_s_and_rejoins_with_everything(
         ),
     ];
     for w in &workers {
-        wait_progress(w, 20, 0, None, Duration::from_secs(60));
+        wait_progress(w, &hosts, 20, 0, None, Duration::from_secs(60));
     }
     std::thread::sleep(Duration::from_secs(3));
     let kill_at = now_ns();
@@ -313,7 +338,14 @@ fn a_host_killed_during_writes_stalls_io_under_10_s_and_rejoins_with_everything(
     // Go on for 15 s after the kill, and until the writers did something after the bound.
     let bound = kill_at + u64::try_from(RESUME_BOUND.as_nanos()).expect("ns");
     for w in &workers[..2] {
-        wait_progress(w, 5, bound, Some(Kind::Write), Duration::from_secs(60));
+        wait_progress(
+            w,
+            &hosts,
+            5,
+            bound,
+            Some(Kind::Write),
+            Duration::from_secs(60),
+        );
     }
     std::thread::sleep(Duration::from_secs(5));
     let mut ops = Vec::new();
@@ -466,7 +498,6 @@ fn losing_two_hosts_one_after_the_other_leaves_every_byte_readable_on_the_last()
 // c. A 2|1 partition.
 
 #[test]
-#[ignore = "open bug (issue 4): in about half the runs the history check finds, right around the heal, a read on the returning minority host older than an acknowledged write (its quorum gate opens on hearing the majority before it has learnt that it was removed); run with --run-ignored all"]
 fn a_partitioned_minority_answers_eio_and_rejoins_by_itself_after_the_heal() {
     if !require(TOOLS) {
         return;
@@ -489,7 +520,7 @@ fn a_partitioned_minority_answers_eio_and_rejoins_by_itself_after_the_heal() {
         },
     );
     for w in [&major, &minor, &reader] {
-        wait_progress(w, 10, 0, None, Duration::from_secs(60));
+        wait_progress(w, &hosts, 10, 0, None, Duration::from_secs(60));
     }
 
     net.split(&[minority]);
@@ -498,6 +529,7 @@ fn a_partitioned_minority_answers_eio_and_rejoins_by_itself_after_the_heal() {
     // The minority blocks and fails with EIO after --io-timeout; the majority goes on.
     wait_progress(
         &major,
+        &hosts,
         10,
         split_at,
         Some(Kind::Write),

@@ -36,7 +36,17 @@ impl Pool {
         };
         let result = {
             let mut applied = self.applied.lock();
-            let r = self.apply_cmd(&proposal.cmd);
+            let r = if self.gone.lock().contains(&proposal.node) {
+                // Proposed before the log removed its host, ordered after (a new sequencer
+                // re-proposes what the old one left pending): applying it would, say, give
+                // a lock or an ownership to a host that is no longer there to release it.
+                Err(Error::Unavailable(format!(
+                    "proposed by {}, which the cluster removed before ordering it",
+                    proposal.node
+                )))
+            } else {
+                self.apply_cmd(&proposal.cmd)
+            };
             *applied = seq;
             r
         };
@@ -50,10 +60,18 @@ impl Pool {
         store_out
     }
 
-    /// A host left the cluster or failed: its ownerships, opens and locks go.
+    /// A host left the cluster or failed (a log entry): its ownerships, opens and locks go,
+    /// and until it joins again its later proposals are refused and nothing is handed to it.
     pub fn node_gone(&self, node: NodeId) {
         let _applied = self.applied.lock();
+        self.gone.lock().insert(node);
         self.release_node(node);
+    }
+
+    /// A host joined the cluster (a log entry): it may own, open and lock again.
+    pub fn node_joined(&self, node: NodeId) {
+        let _applied = self.applied.lock();
+        self.gone.lock().remove(&node);
     }
 
     fn release_node(&self, node: NodeId) {
@@ -167,7 +185,9 @@ impl Pool {
                 if i.owner != *from {
                     return Err(Error::Busy(i.rec.display_name()));
                 }
-                i.owner = Some(*to);
+                // A handover to a host removed since it asked leaves the VDI to whoever
+                // claims it next.
+                i.owner = (!self.gone.lock().contains(to)).then_some(*to);
                 Ok(Outcome::Done)
             }
             Cmd::Restarted { node } => {

@@ -27,7 +27,7 @@ use crate::vdi::Vdi;
 use parking_lot::{Condvar, Mutex, RwLock};
 use sheep_objects::{ObjectKind, ObjectStore, Oid, Vid};
 use sheep_p2p::NodeId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +96,10 @@ pub struct Pool {
     /// Objects whose last reference went away, waiting for [`Pool::reclaim`].
     pub(crate) pending: Mutex<Vec<Oid>>,
     pub(crate) locks: Mutex<LockTable>,
+    /// Hosts the log removed ([`Pool::node_gone`]) and that have not joined again
+    /// ([`Pool::node_joined`]): their proposals that the log ordered after their removal are
+    /// refused, and nothing is handed over to them.
+    pub(crate) gone: Mutex<HashSet<NodeId>>,
     pub(crate) next_ino: AtomicU64,
     pub(crate) next_vid: AtomicU32,
     /// The last applied log entry; held while one is applied.
@@ -145,6 +149,7 @@ impl Pool {
             vid_copies: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             locks: Mutex::new(LockTable::default()),
+            gone: Mutex::new(HashSet::new()),
             next_ino: AtomicU64::new(2),
             next_vid: AtomicU32::new(1),
             applied: Mutex::new(0),
@@ -195,6 +200,7 @@ impl Pool {
         *self.refs.lock() = Refs::default();
         self.vid_copies.lock().clear();
         *self.locks.lock() = LockTable::default();
+        self.gone.lock().clear();
         self.next_ino.store(2, Ordering::SeqCst);
         self.next_vid.store(1, Ordering::SeqCst);
     }

@@ -4,6 +4,7 @@
 use parking_lot::Mutex;
 use sheep_objects::{MemStore, ObjectStore};
 use sheep_p2p::NodeId;
+use sheep_vdi::cmd::{self, Cmd, Proposal};
 use sheep_vdi::{CreateOpts, Error, LockKind, MetaLog, Pool, PoolConfig};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -28,7 +29,7 @@ impl MetaLog for SharedLog {
 
 struct Cluster {
     pools: Vec<Arc<Pool>>,
-    _log: Arc<SharedLog>,
+    log: Arc<SharedLog>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -65,11 +66,7 @@ fn cluster(n: u8) -> Cluster {
             p
         })
         .collect();
-    Cluster {
-        pools,
-        _log: log,
-        stop,
-    }
+    Cluster { pools, log, stop }
 }
 
 fn names(p: &Pool) -> Vec<(String, u64, u32)> {
@@ -149,4 +146,50 @@ fn a_write_lock_on_one_host_refuses_the_others_until_released_or_the_host_is_gon
     b.node_gone(b.node_id());
     a.set_lock(v.ino, 7, 100, (0, 200), Some(LockKind::Write))
         .unwrap();
+}
+
+#[test]
+fn a_removed_host_is_handed_nothing_and_its_late_proposals_are_refused() {
+    let c = cluster(3);
+    let (a, b, h3) = (&c.pools[0], &c.pools[1], &c.pools[2]);
+    let v = a.create("img", 8 << 20, CreateOpts::default()).unwrap();
+    a.write(v.ino, 0, b"a owns it").unwrap();
+    // B is removed from the cluster; then the log orders what was proposed before that: A's
+    // handover of the VDI to B (B had asked for it), and a lock B asked for.
+    for p in &c.pools {
+        p.node_gone(b.node_id());
+    }
+    let own = cmd::encode(&Proposal {
+        node: a.node_id(),
+        token: u64::MAX,
+        cmd: Cmd::Own {
+            ino: v.ino.0,
+            node: b.node_id(),
+            from: Some(a.node_id()),
+        },
+    })
+    .unwrap();
+    c.log.submit(a, own).unwrap();
+    // Nobody owns the VDI now, so the third host takes it at once (handed to B, it would wait
+    // for a handover that never comes).
+    let t = std::time::Instant::now();
+    h3.write(v.ino, 0, b"3 owns it").unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(matches!(
+        b.set_lock(v.ino, 7, 200, (0, 100), Some(LockKind::Write)),
+        Err(Error::Unavailable(_))
+    ));
+    a.set_lock(v.ino, 7, 100, (0, 100), Some(LockKind::Write))
+        .unwrap();
+    a.release_locks(v.ino, 7).unwrap();
+    // Once B joins again, it is a host like any other.
+    for p in &c.pools {
+        p.node_joined(b.node_id());
+    }
+    b.set_lock(v.ino, 7, 200, (0, 100), Some(LockKind::Write))
+        .unwrap();
+    b.write(v.ino, 0, b"b owns it").unwrap();
+    let mut buf = [0u8; 9];
+    a.read(v.ino, 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"b owns it");
 }

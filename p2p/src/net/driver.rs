@@ -344,9 +344,22 @@ impl Driver {
     fn on_tick(&mut self) {
         self.step(Input::Tick);
         let ok = self.node.heard_quorum(Instant::now(), self.quorum_window);
-        self.shared
+        let was = self
+            .shared
             .quorum
-            .store(ok, std::sync::atomic::Ordering::Release);
+            .swap(ok, std::sync::atomic::Ordering::AcqRel);
+        if was != ok {
+            let view = self.node.view();
+            tracing::info!(
+                node = %self.me.id,
+                open = ok,
+                epoch = view.map(|v| v.epoch),
+                members = view.map(|v| v.members.len()),
+                delivered = self.node.delivered(),
+                "quorum gate of the data path {}",
+                if ok { "opened" } else { "closed" }
+            );
+        }
         self.redial();
         self.redial_heard();
         let now = Instant::now();

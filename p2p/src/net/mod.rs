@@ -311,11 +311,13 @@ impl Cluster {
     }
 
     /// The quorum gate of the data path, cheap enough to ask before every I/O: true iff this
-    /// node is a member and has heard, within half the failure timeout, from enough members of
-    /// its view to make a quorum with itself (the rule of the log: a strict majority, or
-    /// exactly half including the oldest member). A node cut off in a minority sees it turn
-    /// false within half a failure timeout and a tick ([`TICK`]), and true again once it is a
-    /// member after the partition heals.
+    /// node is a member that applied the entry of its view and, within half the failure
+    /// timeout, enough members of its view to make a quorum with it (the rule of the log: a
+    /// strict majority, or exactly half including the oldest member) confirmed by a heartbeat
+    /// round trip that they are not at a later epoch (see
+    /// [`OrderNode::heard_quorum`](crate::order::OrderNode::heard_quorum)). A node cut off in a
+    /// minority sees it turn false within half a failure timeout and a tick ([`TICK`]), and
+    /// true again only once it has applied its removal and joined again after the heal.
     pub fn has_quorum(&self) -> bool {
         self.inner.shared.quorum.load(Ordering::Acquire)
     }

@@ -71,7 +71,7 @@ use super::api::{
 use crate::codec;
 use crate::node::NodeId;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Encoding limit used for hashing and sizing entries (never reached by valid entries).
@@ -167,6 +167,13 @@ pub struct Heartbeat {
     pub cluster: Option<ClusterId>,
     /// Whether the sender's committed log holds an application entry.
     pub data: bool,
+    /// The sender's heartbeat counter (of this incarnation; one more per broadcast).
+    pub beat: u64,
+    /// The last `beat` the sender heard from each member of its view: `(member, its
+    /// incarnation, beat)`. A node learns from its own beat echoed back that the sender was
+    /// at `epoch` after that beat was sent: a heartbeat delayed in a buffer (a link that comes
+    /// back delivers what it queued while cut) cannot pass for a fresh one.
+    pub echo: Vec<(NodeId, u64, u64)>,
 }
 
 /// A message between two order machines.
@@ -409,8 +416,25 @@ pub struct OrderNode {
     /// Our stored log was found to be a prefix of the committed log of the cluster we catch
     /// up with (entries of it chained onto ours) while not a member.
     verified: bool,
-    /// When each node was last heard from (any message): the quorum gate of the data path.
-    heard_any: HashMap<NodeId, Instant>,
+    /// Heartbeats broadcast by this incarnation so far.
+    beat: u64,
+    /// When each recent beat was broadcast, oldest first (pruned after a failure timeout).
+    beats_sent: VecDeque<(u64, Instant)>,
+    /// The last beat heard from each node, with its incarnation (echoed in our heartbeats).
+    beats_heard: HashMap<NodeId, (u64, u64)>,
+    /// Per member: the latest of our beats it echoed, with its incarnation and its epoch when
+    /// it did: the quorum gate of the data path.
+    confirmed: HashMap<NodeId, Confirmed>,
+    /// Position of the membership entry that made the current view (0: none yet).
+    view_seq: Seq,
+}
+
+/// What a member's heartbeat confirmed of it (see [`OrderNode::heard_quorum`]).
+#[derive(Clone, Copy, Debug)]
+struct Confirmed {
+    incarnation: u64,
+    echo: u64,
+    epoch: Epoch,
 }
 
 impl std::fmt::Debug for OrderNode {
@@ -589,7 +613,11 @@ impl OrderNode {
             warned: None,
             force: None,
             verified: false,
-            heard_any: HashMap::new(),
+            beat: 0,
+            beats_sent: VecDeque::new(),
+            beats_heard: HashMap::new(),
+            confirmed: HashMap::new(),
+            view_seq: 0,
         };
         for e in restored {
             if e.seq != n.delivered() + 1 {
@@ -720,22 +748,39 @@ impl OrderNode {
         })
     }
 
-    /// The quorum gate of the data path: whether this node is a member that has heard, within
-    /// `window`, from enough members of its view to form a quorum with itself (by the rule of
-    /// the log: a strict majority, or exactly half including the oldest member). Any message
-    /// counts. A node cut off in a minority sees it turn false `window` after the last word
-    /// from the others, well before the log's failure timeout removes anyone.
+    /// The quorum gate of the data path: whether this node is a member whose application has
+    /// applied the entry that made its view, and enough members of that view to form a quorum
+    /// with it (by the rule of the log: a strict majority, or exactly half including the
+    /// oldest member) have confirmed, within `window`, that they are not ahead of it.
+    ///
+    /// A member confirms by a heartbeat that echoes one of our heartbeats sent within
+    /// `window` and says its epoch is not later than ours: a round trip, so a heartbeat that
+    /// waited in a buffer while the link was cut does not count. A node cut off in a minority
+    /// sees the gate close about `window` after the last round trip, well before the log's
+    /// failure timeout removes anyone. When the network heals, the others are at a later
+    /// epoch (the one that removed this node), so the gate stays closed until this node has
+    /// caught up, applied its removal (which marks its copies unverified) and joined again:
+    /// hearing the majority never reopens it alone.
     pub fn heard_quorum(&self, now: Instant, window: Duration) -> bool {
-        if self.status() != Status::Member {
+        if self.status() != Status::Member || self.applied < self.view_seq {
             return false;
         }
         let me = self.me.id;
+        let epoch = self.epoch();
+        let fresh = |beat: u64| {
+            let i = self.beats_sent.partition_point(|(b, _)| *b < beat);
+            self.beats_sent
+                .get(i)
+                .is_some_and(|(b, t)| *b == beat && now.saturating_duration_since(*t) <= window)
+        };
         quorum(self.members(), |id| {
             id == me
-                || self
-                    .heard_any
-                    .get(&id)
-                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+                || self.members().iter().any(|m| {
+                    m.id == id
+                        && self.confirmed.get(&id).is_some_and(|c| {
+                            c.incarnation == m.incarnation && c.epoch <= epoch && fresh(c.echo)
+                        })
+                })
         })
     }
 
@@ -792,6 +837,33 @@ impl OrderNode {
         }
     }
 
+    /// Notes a member's heartbeat for the quorum gate (see [`OrderNode::heard_quorum`]).
+    fn confirm(&mut self, from: NodeId, hb: &Heartbeat) {
+        let beat = self.beats_heard.entry(from).or_insert((hb.incarnation, 0));
+        if beat.0 != hb.incarnation || beat.1 < hb.beat {
+            *beat = (hb.incarnation, hb.beat);
+        }
+        let me = (self.me.id, self.me.incarnation);
+        let Some(&(_, _, echo)) = hb.echo.iter().find(|(id, inc, _)| (*id, *inc) == me) else {
+            return;
+        };
+        let c = self.confirmed.entry(from).or_insert(Confirmed {
+            incarnation: hb.incarnation,
+            echo: 0,
+            epoch: hb.epoch,
+        });
+        if c.incarnation != hb.incarnation
+            || echo > c.echo
+            || (echo == c.echo && hb.epoch > c.epoch)
+        {
+            *c = Confirmed {
+                incarnation: hb.incarnation,
+                echo,
+                epoch: hb.epoch,
+            };
+        }
+    }
+
     fn has_quorum(&self, now: Instant) -> bool {
         quorum(self.members(), |id| !self.suspected(id, now))
     }
@@ -826,6 +898,15 @@ impl OrderNode {
             resume: self.is_seq() && self.resume_epoch == Some(self.epoch()),
             cluster: self.cluster_id(),
             data: self.has_app,
+            beat: self.beat,
+            echo: self
+                .members()
+                .iter()
+                .filter_map(|m| {
+                    let (inc, beat) = *self.beats_heard.get(&m.id)?;
+                    (inc == m.incarnation).then_some((m.id, inc, beat))
+                })
+                .collect(),
         })
     }
 
@@ -840,6 +921,7 @@ impl OrderNode {
                 let mut members = self.members().to_vec();
                 apply_membership(&mut members, body);
                 let sequencer = members.first().map(|m| m.id);
+                self.view_seq = e.seq;
                 self.views.push(View {
                     epoch: e.epoch,
                     members,
@@ -1418,7 +1500,6 @@ impl OrderNode {
         if from == self.me.id {
             return;
         }
-        self.heard_any.insert(from, now);
         // After a stopped cluster was resumed (by us or by its sequencer), its members restart
         // with their stored logs and resume their membership: their hellos do not make them
         // dead (they are removed if they do not resume in time).
@@ -1433,6 +1514,7 @@ impl OrderNode {
         match &msg {
             Msg::Heartbeat(hb) if hb.member && !self.is_foreign(hb) => {
                 self.alive(from, Some(hb.incarnation), now);
+                self.confirm(from, hb);
             }
             Msg::Ack { incarnation, .. } => self.alive(from, Some(*incarnation), now),
             Msg::Entries { .. }
@@ -2219,6 +2301,8 @@ impl OrderNode {
         out.v.push(Output::Reset);
         self.log.clear();
         self.views.clear();
+        self.view_seq = 0;
+        self.confirmed.clear();
         self.seen.clear();
         self.pending.clear();
         self.has_app = false;
@@ -2815,6 +2899,16 @@ impl OrderNode {
             out.new_entries.clear();
         }
         if out.hb_now && self.phase != Phase::Searching {
+            self.beat += 1;
+            let keep = self.cfg.failure_timeout * 2;
+            while self
+                .beats_sent
+                .front()
+                .is_some_and(|(_, t)| now.saturating_duration_since(*t) > keep)
+            {
+                self.beats_sent.pop_front();
+            }
+            self.beats_sent.push_back((self.beat, now));
             out.v.push(Output::Broadcast(self.heartbeat_msg()));
             self.last_hb = Some(now);
         }
@@ -3130,6 +3224,8 @@ mod tests {
             resume: true,
             cluster: None,
             data: false,
+            beat: u64::MAX,
+            echo: vec![(NodeId([2; 16]), 0, u64::MAX)],
         };
         fresh.handle(
             t0,
@@ -3164,6 +3260,8 @@ mod tests {
                 hash: 5,
             }),
             data: true,
+            beat: 12,
+            echo: vec![(NodeId([5; 16]), 3, 11)],
         });
         let b = codec::to_bytes(&m, 1 << 16).unwrap();
         assert_eq!(codec::from_bytes::<Msg>(&b, 1 << 16).unwrap(), m);
