@@ -6,8 +6,33 @@
 //! cargo bench -p sheep-tests --bench cluster -- form 3 8 16   # start-to-agreement time
 //! cargo bench -p sheep-tests --bench cluster -- move 3 8      # objects moved by one more host
 //! cargo bench -p sheep-tests --bench cluster -- fio           # bench/fio.sh on a 3-host cluster
+//! cargo bench -p sheep-tests --bench cluster -- compare       # local file vs 1 host vs 3 hosts
 //! cargo bench -p sheep-tests --bench cluster -- recovery 2    # recovery figures, 2 GiB of data
 //! ```
+//!
+//! The daemons are the `sheepfs` beside this bench executable: `target/release/sheepfs`, under
+//! `CARGO_TARGET_DIR` when it is set, so build them with the same `CARGO_TARGET_DIR`.
+//!
+//! `compare` (needs fio, jq, xfs_io, dbench, e2fsprogs; perf for `PROFILE`) measures, in one
+//! run on this machine, a plain local file, a 1-host sheepfs (one copy; started by bench/fio.sh
+//! in the root network namespace with `--no-mdns`) and host 0 of a 3-host, 3-copy cluster in
+//! network namespaces, and prints one markdown table, job | local | 1 host | ratio | 3 hosts |
+//! ratio (ratio = figure / local's): bench/fio.sh's fio jobs (libaio, direct=1, on a `SIZE`
+//! volume filled once: seq-write and seq-read 1M iodepth 8 in MiB/s, rand-write and rand-read 4k
+//! iodepth 32 in IOPS, sync-write 4k iodepth 1 fsync=1 in IOPS and p50 latencies of the write,
+//! of the fsync and their sum), `dbench -s -S -t DBENCH_TIME 4` on ext4 over a loop device on a
+//! file of each target, the time of a whole-file copy_file_range (`xfs_io copy_range`) of a
+//! 10 GiB volume holding 1 GiB and of the filled fio volume (1 host and 3 hosts), then each
+//! daemon's memory: VmHWM, and the peak and last VmRSS sampled every second during the load. It
+//! runs bench/fio.sh twice — local file and 1 host (`LABEL=1host`), then the cluster
+//! (`MOUNT=`host 0's mount, `--no-local`, `LABEL=3hosts`, `SHEEP_PIDS` naming the 3 daemons) —
+//! each appending its figures to `OUT/results.tsv`, from which the table is made. Environment:
+//! `RUNTIME` (20 s per job), `SIZE` (2G), `JOBS` (all five), `DBENCH_TIME` (30; 0 skips dbench),
+//! `OUT` (a new `/var/tmp/sheep-compare-…`: results.tsv, table.md, fio's JSON and the daemons'
+//! logs per target, `dog vdi list` of the cluster), `PROFILE=DIR` (perf profiles of the jobs
+//! `PROFILE_JOBS` names, default `3hosts:rand-write 1host:sync-write`: see bench/fio.sh). Every
+//! daemon, mount, loop device and namespace is removed at the end (bench/fio.sh's trap, and the
+//! harness's guards).
 //!
 //! `recovery [GIB]` (4 hosts, 3 copies, `--failure-timeout 2`; needs fio) fills GIB (default 2)
 //! from host 0, then measures and prints as one table: the recovery rate (GiB/min of object
@@ -27,7 +52,7 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let Some(what) = args.first() else {
-        eprintln!("usage: cluster (form N... | move N... | fio | recovery [GIB])");
+        eprintln!("usage: cluster (form N... | move N... | fio | compare | recovery [GIB])");
         return;
     };
     let ns: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
@@ -35,6 +60,7 @@ fn main() {
         "form" => ns.iter().for_each(|&n| form(n)),
         "move" => ns.iter().for_each(|&n| moved(n)),
         "fio" => fio(),
+        "compare" => compare::run(),
         "recovery" => recovery::run(ns.first().map_or(2, |&n| n as u64)),
         other => eprintln!("unknown figure {other}"),
     }
@@ -112,20 +138,296 @@ fn fio() {
     let status = std::process::Command::new("bash")
         .arg(script)
         .env("MOUNT", &hosts[0].mount)
+        .env("LABEL", "3hosts")
+        .env("SHEEP_PIDS", compare::pids(&hosts))
         .status()
         .expect("bench/fio.sh");
     assert!(status.success(), "bench/fio.sh failed");
-    for (i, h) in hosts.iter().enumerate() {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap_or_default();
-        let hwm = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM"))
-            .unwrap_or("VmHWM: ?");
-        println!(
-            "* host {i} sheepfs peak RSS {}",
-            hwm.trim_start_matches("VmHWM:").trim()
+}
+
+/// `compare`: see the module documentation.
+mod compare {
+    use sheep_tests::{bin, Host, Net};
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+    use std::fmt::Write as _;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/fio.sh");
+
+    /// The columns of the table, after local: (LABEL in results.tsv, header).
+    const TARGETS: [(&str, &str); 2] = [("1host", "1 host"), ("3hosts", "3 hosts")];
+
+    /// `SHEEP_PIDS` for bench/fio.sh: `host0=PID host1=PID …`.
+    pub fn pids(hosts: &[Host]) -> String {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("host{i}={}", h.pid()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn var(name: &str, default: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| default.to_owned())
+    }
+
+    /// Runs bench/fio.sh with `LABEL=label`, `RESULTS=out/results.tsv`, `KEEP_JSON=out/label`,
+    /// `env` and `args`; returns true when it exits 0.
+    fn fio_sh(out: &Path, label: &str, env: &[(&str, OsString)], args: &[&str]) -> bool {
+        let mut cmd = Command::new("bash");
+        cmd.arg(SCRIPT)
+            .args(args)
+            .env("LABEL", label)
+            .env("RESULTS", out.join("results.tsv"))
+            .env("KEEP_JSON", out.join(label));
+        if std::env::var_os("PROFILE").is_some() && std::env::var_os("PROFILE_JOBS").is_none() {
+            cmd.env("PROFILE_JOBS", "3hosts:rand-write 1host:sync-write");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        eprintln!("compare: {label}: bash {SCRIPT} {}", args.join(" "));
+        let ok = cmd.status().is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("compare: bench/fio.sh failed for {label}");
+        }
+        ok
+    }
+
+    /// Copies a daemon log to `dest` and returns its warning and error lines.
+    fn keep_log(log: &Path, dest: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let _ = std::fs::write(dest, &text);
+        text.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn run() {
+        let out = std::env::var_os("OUT").map_or_else(
+            || {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                PathBuf::from(format!("/var/tmp/sheep-compare-{t}"))
+            },
+            PathBuf::from,
         );
+        std::fs::create_dir_all(&out).expect("create OUT");
+        let _ = std::fs::remove_file(out.join("results.tsv"));
+        let dbench = var("DBENCH_TIME", "30") != "0";
+        let mut args = vec![];
+        if dbench {
+            args.push("--dbench");
+        }
+        let mut failed = Vec::new();
+        let mut complaints: Vec<(String, Vec<String>)> = Vec::new();
+
+        // The local file and 1 host: a sheepfs that bench/fio.sh starts (root namespace,
+        // --no-mdns).
+        let sheepfs = bin("sheepfs");
+        if !fio_sh(
+            &out,
+            "1host",
+            &[("SHEEPFS", sheepfs.into_os_string())],
+            &args,
+        ) {
+            failed.push("local + 1 host");
+        }
+        let log = out.join("1host").join("sheepfs.log");
+        complaints.push(("1host".to_owned(), keep_log(&log, &out.join("1host.log"))));
+
+        // 3 hosts, 3 copies, in network namespaces.
+        {
+            let net = Net::new(3);
+            let hosts = Host::start_all(&net, &[]);
+            for h in &hosts {
+                h.wait_members(3);
+            }
+            args.push("--no-local");
+            let env = [
+                ("MOUNT", hosts[0].mount.clone().into_os_string()),
+                ("SHEEP_PIDS", pids(&hosts).into()),
+            ];
+            if !fio_sh(&out, "3hosts", &env, &args) {
+                failed.push("3 hosts");
+            }
+            let _ = std::fs::write(
+                out.join("3hosts-vdi-list.json"),
+                hosts[0].dog(&["vdi", "list", "--json"]).stdout,
+            );
+            for (i, h) in hosts.iter().enumerate() {
+                let log = h.mount.parent().expect("mount dir").join("sheepfs.log");
+                let lines = keep_log(&log, &out.join(format!("3hosts-host{i}.log")));
+                complaints.push((format!("3hosts host{i}"), lines));
+            }
+        }
+
+        let table = table(&out.join("results.tsv"));
+        let _ = std::fs::write(out.join("table.md"), &table);
+        println!("{table}");
+        for (who, lines) in &complaints {
+            if !lines.is_empty() {
+                println!(
+                    "* {who}: {} warning/error lines in its log, first:",
+                    lines.len()
+                );
+                for l in lines.iter().take(5) {
+                    println!("  `{}`", l.trim());
+                }
+            }
+        }
+        println!("* everything kept in {}", out.display());
+        if !failed.is_empty() {
+            println!("* FAILED: bench/fio.sh for {}", failed.join(", "));
+            std::process::exit(1);
+        }
+    }
+
+    /// Reads results.tsv (`TARGET<tab>KEY<tab>VALUE`) and makes the markdown table.
+    fn table(results: &Path) -> String {
+        let text = std::fs::read_to_string(results).unwrap_or_default();
+        let mut v: HashMap<(String, String), String> = HashMap::new();
+        for line in text.lines() {
+            let mut f = line.splitn(3, '\t');
+            if let (Some(t), Some(k), Some(x)) = (f.next(), f.next(), f.next()) {
+                v.insert((t.to_owned(), k.to_owned()), x.to_owned());
+            }
+        }
+        let num = |t: &str, k: &str| -> Option<f64> {
+            v.get(&(t.to_owned(), k.to_owned()))?
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+        };
+        let size = var("SIZE", "2G");
+        let runtime = var("RUNTIME", "20");
+        let dbench_time = var("DBENCH_TIME", "30");
+        let rows: Vec<(String, &str, usize)> = vec![
+            (format!("fill {size}, 1M qd8 (MiB/s)"), "fill.mibs", 0),
+            ("seq-write 1M qd8 (MiB/s)".into(), "seq-write.mibs", 0),
+            ("seq-read 1M qd8 (MiB/s)".into(), "seq-read.mibs", 0),
+            ("rand-write 4k qd32 (IOPS)".into(), "rand-write.iops", 0),
+            ("rand-read 4k qd32 (IOPS)".into(), "rand-read.iops", 0),
+            (
+                "sync-write 4k qd1 fsync=1 (IOPS)".into(),
+                "sync-write.iops",
+                0,
+            ),
+            (
+                "sync-write p50 write (µs)".into(),
+                "sync-write.p50_write_us",
+                1,
+            ),
+            (
+                "sync-write p50 fsync (µs)".into(),
+                "sync-write.p50_fsync_us",
+                1,
+            ),
+            (
+                "sync-write p50 write + p50 fsync (µs)".into(),
+                "sync-write.p50_write_fsync_us",
+                1,
+            ),
+            (
+                format!("dbench -s -S -t {dbench_time} 4, ext4 on a loop device (MB/s)"),
+                "dbench.mbs",
+                1,
+            ),
+            (
+                format!(
+                    "copy_range of a {} volume holding {} (s)",
+                    var("COPY_SIZE", "10G"),
+                    var("COPY_DATA", "1G")
+                ),
+                "copy.sparse_s",
+                3,
+            ),
+            (
+                format!("copy_range of the {size} fio volume, all written (s)"),
+                "copy.full_s",
+                3,
+            ),
+        ];
+        let fmt =
+            |x: Option<f64>, d: usize| x.map_or_else(|| "—".to_owned(), |x| format!("{x:.d$}"));
+        let rev = Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "describe",
+                "--always",
+                "--dirty",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n## local file vs sheepfs 1 host (1 copy) vs 3 hosts (3 copies, network namespaces)\n\n\
+             fio libaio direct=1, {size} volume, {runtime} s per job; sheepfs {rev}; kernel {}; {cores} cores\n",
+            kernel.trim()
+        );
+        let mut head = "| job | local |".to_owned();
+        for (_, h) in TARGETS {
+            let _ = write!(head, " {h} | ratio |");
+        }
+        let _ = writeln!(
+            s,
+            "{head}\n|---|---:|{}",
+            "---:|---:|".repeat(TARGETS.len())
+        );
+        for (label, key, d) in &rows {
+            let local = num("local", key);
+            let cells: Vec<Option<f64>> = TARGETS.iter().map(|(t, _)| num(t, key)).collect();
+            if local.is_none() && cells.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut line = format!("| {label} | {} |", fmt(local, *d));
+            for x in cells {
+                let ratio = match (x, local) {
+                    (Some(x), Some(l)) if l > 0.0 => format!("{:.2}", x / l),
+                    _ => "—".to_owned(),
+                };
+                let _ = write!(line, " {} | {ratio} |", fmt(x, *d));
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        let _ = writeln!(
+            s,
+            "\n| sheepfs memory | VmHWM (MiB) | peak VmRSS under load (MiB) | last VmRSS under load (MiB) |\n|---|---:|---:|---:|"
+        );
+        let mib = |t: &str, k: &str| fmt(num(t, k).map(|kib| kib / 1024.0), 0);
+        for (t, h) in TARGETS {
+            for i in 0..3 {
+                let host = format!("host{i}");
+                if num(t, &format!("rss.{host}.peak_kib")).is_none() {
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "| {h}: {host} | {} | {} | {} |",
+                    mib(t, &format!("rss.{host}.hwm_kib")),
+                    mib(t, &format!("rss.{host}.peak_kib")),
+                    mib(t, &format!("rss.{host}.end_kib"))
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n* ratio = figure / local's (for latencies and copy times lower is better).\n\
+             * 'local' is O_DIRECT on this machine's disk; sheepfs's store files go through the \
+             host page cache (a volatile write cache made durable by fsync): sync-write is the \
+             like-for-like row.\n\
+             * dbench and both copies ran after the fio jobs; 3 hosts: every figure from host 0's mount."
+        );
+        s
     }
 }
 
