@@ -108,6 +108,11 @@ impl Node {
         node
     }
 
+    /// The daemon's PID (0 once it stopped).
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// Stops the daemon with SIGTERM; asserts that it exits 0 within 30 s and unmounts.
     ///
     /// The test must have closed every file it opened on the mount: an open file keeps the

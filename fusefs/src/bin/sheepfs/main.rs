@@ -163,6 +163,7 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sheep-net")
+        .on_thread_start(raise_priority)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
@@ -343,6 +344,21 @@ fn bind_data(dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<TcpListener> {
 
 /// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
 /// rebuilds the pool from the metadata log.
+/// Nice value of the cluster runtime's threads.
+const NET_NICE: i32 = -10;
+
+/// Runs the calling thread at [`NET_NICE`]. The cluster runtime carries the heartbeats that
+/// failure detection and the quorum gate rely on; a host saturated with I/O (32 FUSE threads,
+/// the data channel) must not be taken for dead because these threads wait for a core, so
+/// they run ahead of the I/O threads (corosync runs real-time for the same reason). Without the
+/// privilege the thread keeps the default priority.
+fn raise_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), NET_NICE) {
+        tracing::debug!(error = %e, "cluster thread keeps the default priority");
+    }
+}
+
 fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     let dir = &config.store;
     std::fs::create_dir_all(dir)
