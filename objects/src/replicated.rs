@@ -471,6 +471,9 @@ pub struct ReplicatedStore {
     unverified: Mutex<HashSet<Oid>>,
     /// `unverified` is not empty (read without the lock on every request).
     any_unverified: AtomicBool,
+    /// The epoch whose rebalancing every member reported done (0: none): lets every request
+    /// skip `reb`'s lock once the map settled, the usual case.
+    settled_epoch: AtomicU64,
     /// Recent errors of the local store, and what to do when they become too many.
     store_errors: Mutex<std::collections::VecDeque<Instant>>,
     on_store_failed: Mutex<Option<StoreFailed>>,
@@ -529,7 +532,7 @@ impl ReplicatedStore {
                 "local copies left unverified by the previous run"
             );
         }
-        Arc::new_cyclic(|this| ReplicatedStore {
+        let store = Arc::new_cyclic(|this| ReplicatedStore {
             me,
             local,
             copies,
@@ -545,6 +548,7 @@ impl ReplicatedStore {
             server: Mutex::new(None),
             this: this.clone(),
             any_unverified: AtomicBool::new(!unverified.is_empty()),
+            settled_epoch: AtomicU64::new(0),
             store_errors: Mutex::new(std::collections::VecDeque::new()),
             on_store_failed: Mutex::new(None),
             unverified: Mutex::new(unverified),
@@ -559,7 +563,16 @@ impl ReplicatedStore {
             full: AtomicBool::new(false),
             full_checked: AtomicU64::new(0),
             born: Instant::now(),
-        })
+        });
+        // A request of an epoch that is over waits for no holder: the plan is made again
+        // from the new map (a holder cut off without an RST would otherwise hold every call
+        // to it for the whole I/O timeout, and a flush would fail although the cluster went
+        // on without that holder).
+        let weak = Arc::downgrade(&store);
+        store.pool.set_abandon(Box::new(move |sent| {
+            sent != 0 && weak.upgrade().is_some_and(|s| s.epoch() != sent)
+        }));
+        store
     }
 
     /// This host's id.
@@ -622,6 +635,7 @@ impl ReplicatedStore {
             r.settled.clear();
             r.self_done = false;
             r.counters = Counters::default();
+            self.note_complete(&r);
             *v = Arc::new(new);
         }
         *self.epoch_now.lock() = epoch;
@@ -1310,13 +1324,25 @@ impl ReplicatedStore {
         Ok(f()?)
     }
 
+    /// Publishes whether the rebalancing of `r`'s epoch is complete (the caller holds `reb`).
+    fn note_complete(&self, r: &Rebal) {
+        let e = if r.complete() { r.epoch } else { 0 };
+        self.settled_epoch.store(e, Ordering::Release);
+    }
+
     /// True while objects may still be missing here (rebalancing of `epoch` incomplete).
     fn unsettled(&self, epoch: u64) -> bool {
+        if self.settled_epoch.load(Ordering::Acquire) == epoch {
+            return false;
+        }
         let r = self.reb.lock();
         r.epoch == epoch && !r.complete()
     }
 
     fn settle(&self, epoch: u64, oid: Oid) {
+        if self.settled_epoch.load(Ordering::Acquire) == epoch {
+            return;
+        }
         let mut r = self.reb.lock();
         if r.epoch == epoch && !r.complete() {
             r.settled.insert(oid);
@@ -1382,6 +1408,9 @@ impl ReplicatedStore {
     fn ensure_local(&self, view: &View, oid: Oid) -> Result<(), SErr> {
         let unverified = self.is_unverified(oid);
         if !unverified {
+            if self.settled_epoch.load(Ordering::Acquire) == view.epoch {
+                return Ok(());
+            }
             let r = self.reb.lock();
             if r.epoch != view.epoch || r.complete() || r.settled.contains(&oid) {
                 return Ok(());
@@ -1901,6 +1930,7 @@ impl ReplicatedStore {
         let mut r = self.reb.lock();
         if epoch == r.epoch {
             r.done.insert(from);
+            self.note_complete(&r);
         } else if epoch > r.epoch {
             r.early.entry(epoch).or_default().insert(from);
         }
@@ -1973,6 +2003,7 @@ impl ReplicatedStore {
             }
             r.self_done = true;
             r.done.insert(self.me);
+            self.note_complete(&r);
         }
         let c = self.reb.lock().counters;
         tracing::info!(

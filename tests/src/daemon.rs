@@ -21,8 +21,16 @@ pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fs type of the mount in `/proc/self/mountinfo`.
 const FS_TYPE: &str = "fuse.sheepfs";
 
-/// How much of the daemon's log a panic message shows.
+/// How much of the daemon's log a panic message shows (`SHEEP_TEST_LOG_TAIL` bytes if set,
+/// e.g. with `RUST_LOG=sheep=debug`).
 const LOG_TAIL: usize = 16 << 10;
+
+fn log_tail() -> usize {
+    std::env::var("SHEEP_TEST_LOG_TAIL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOG_TAIL)
+}
 
 /// How often the wait loops look again.
 const POLL: Duration = Duration::from_millis(50);
@@ -175,7 +183,7 @@ impl Daemon {
     /// Returns the last part of what the daemon printed (of every start, for a restarted one).
     pub fn log(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(LOG_TAIL);
+        let start = text.len().saturating_sub(log_tail());
         format!(
             "--- sheepfs log ({}) ---\n{}",
             self.log.display(),

@@ -1065,7 +1065,17 @@ fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes(
     );
     hosts[victim].kill9();
     let killed = Instant::now();
-    let longest = fio.join().expect("fio thread");
+    let longest = fio.join().unwrap_or_else(|e| {
+        let why = e
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "fio thread panicked".to_owned());
+        let logs: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("host {}:\n{}", h.index(), h.daemon_log()))
+            .collect();
+        panic!("{why}\n{}", logs.join("\n"))
+    });
     assert!(
         killed.elapsed() > Duration::from_secs(2),
         "fio ended right after the kill: the kill did not land during its writes"

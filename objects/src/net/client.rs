@@ -6,18 +6,29 @@
 //! Sending and receiving are separate steps so a caller can send one request to each holder
 //! and only then collect the answers: the holders work in parallel without a thread per
 //! request.
+//!
+//! Waiting for an answer is done in slices of [`SLICE`]: between slices, before the first byte
+//! of the answer arrived, the pool's *abandon* hook (see [`Pool::set_abandon`]) may give the
+//! call up — a request of an epoch that is over waits for nobody — so a caller whose holder
+//! was cut off (its connection still open, no RST) does not sit out the whole timeout while
+//! the cluster has already moved on without that holder.
 
 use super::proto::{FrameError, ReqHeader, RespHeader, REQ_HEADER_LEN, RESP_HEADER_LEN};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bodies up to this size are sent in the same write as their header.
 const COALESCE: usize = 64 << 10;
 /// Idle connections kept per address.
 const MAX_IDLE: usize = 32;
+/// How long one wait for an answer lasts before the abandon hook is asked again.
+pub const SLICE: Duration = Duration::from_millis(200);
+
+/// Says, for a request sent at an epoch (its header's), whether to stop waiting for its answer.
+pub type Abandon = Box<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// Failures of a call.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +68,7 @@ pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
     timeout: Duration,
     connect_timeout: Duration,
+    abandon: std::sync::OnceLock<Abandon>,
 }
 
 /// A request that was sent and whose response is still to be read.
@@ -64,6 +76,7 @@ pub struct Call {
     stream: TcpStream,
     addr: SocketAddr,
     reused: bool,
+    epoch: u64,
 }
 
 impl Pool {
@@ -73,7 +86,15 @@ impl Pool {
             idle: Mutex::new(HashMap::new()),
             timeout,
             connect_timeout: timeout.min(Duration::from_secs(3)),
+            abandon: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the hook asked, while a call waits for its answer and none of it arrived yet,
+    /// whether to give the call up (an I/O error `TimedOut`); it gets the request's epoch.
+    /// Set once; later calls are ignored.
+    pub fn set_abandon(&self, abandon: Abandon) {
+        let _ = self.abandon.set(abandon);
     }
 
     /// Drops every idle connection to `addr` (after a failure: they are likely dead too).
@@ -84,7 +105,7 @@ impl Pool {
     fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let s = TcpStream::connect_timeout(&addr, self.connect_timeout)?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(self.timeout))?;
+        s.set_read_timeout(Some(SLICE.min(self.timeout)))?;
         s.set_write_timeout(Some(self.timeout))?;
         Ok(s)
     }
@@ -139,6 +160,7 @@ impl Pool {
                     stream,
                     addr,
                     reused,
+                    epoch: req.epoch,
                 };
                 match call.write(&header, body) {
                     Ok(()) => return Ok(call),
@@ -169,7 +191,11 @@ impl Pool {
         let reused = c.reused;
         let addr = c.addr;
         match c.recv(self, into.as_deref_mut()) {
-            Err(NetError::Io { .. }) if reused => {
+            // A stale idle connection (closed by the peer meanwhile), not a peer that is
+            // silent or a call given up.
+            Err(NetError::Io { source, .. })
+                if reused && source.kind() != io::ErrorKind::TimedOut =>
+            {
                 let mut order = vec![addr];
                 order.extend(addrs.iter().copied().filter(|a| *a != addr));
                 self.send(&order, req, body, true)?.recv(self, into)
@@ -201,7 +227,7 @@ impl Call {
     /// into `into` (and `Response::body` is empty).
     pub fn recv(mut self, pool: &Pool, into: Option<&mut [u8]>) -> Result<Response, NetError> {
         let addr = self.addr;
-        match self.read_response(into) {
+        match self.read_response(pool, into) {
             Ok(r) => {
                 pool.checkin(addr, self.stream);
                 Ok(r)
@@ -213,16 +239,23 @@ impl Call {
         }
     }
 
-    fn read_response(&mut self, into: Option<&mut [u8]>) -> Result<Response, NetError> {
+    fn read_response(
+        &mut self,
+        pool: &Pool,
+        into: Option<&mut [u8]>,
+    ) -> Result<Response, NetError> {
         let addr = self.addr;
         let io = |source| NetError::Io { addr, source };
+        let deadline = Instant::now() + pool.timeout;
+        let epoch = self.epoch;
+        let abandon = || pool.abandon.get().is_some_and(|a| a(epoch));
         let mut h = [0u8; RESP_HEADER_LEN];
-        self.stream.read_exact(&mut h).map_err(io)?;
+        read_patient(&mut self.stream, &mut h, deadline, Some(&abandon)).map_err(io)?;
         let header = RespHeader::decode(&h).map_err(|err| NetError::Frame { addr, err })?;
         let len = header.body_len as usize;
         match into {
             Some(buf) if buf.len() == len && header.status == super::proto::Status::Ok => {
-                self.stream.read_exact(buf).map_err(io)?;
+                read_patient(&mut self.stream, buf, deadline, None).map_err(io)?;
                 Ok(Response {
                     header,
                     body: Vec::new(),
@@ -230,9 +263,115 @@ impl Call {
             }
             _ => {
                 let mut body = vec![0u8; len];
-                self.stream.read_exact(&mut body).map_err(io)?;
+                read_patient(&mut self.stream, &mut body, deadline, None).map_err(io)?;
                 Ok(Response { header, body })
             }
         }
+    }
+}
+
+/// Reads exactly `buf` from a stream whose read timeout is a slice: a slice that passes with
+/// nothing read is retried until `deadline`; while nothing of `buf` arrived yet, `abandon`
+/// (if any) is asked after each slice and may give up. Once bytes arrive the read goes on (a
+/// frame is never left half read on a connection that is kept).
+fn read_patient(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    abandon: Option<&dyn Fn() -> bool>,
+) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+                }
+                if got == 0 && abandon.is_some_and(|a| a()) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no answer, and the request's epoch is over",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::proto::{Op, ReqHeader};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A peer that takes connections and never answers (a host cut off without an RST).
+    fn silent_peer() -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            std::thread::sleep(Duration::from_secs(3));
+            drop(s);
+        });
+        (addr, t)
+    }
+
+    fn req(epoch: u64) -> ReqHeader {
+        let mut r = ReqHeader::new(Op::Exists, sheep_p2p::NodeId([1; 16]), crate::Oid(7));
+        r.epoch = epoch;
+        r
+    }
+
+    #[test]
+    fn a_call_whose_epoch_is_over_stops_waiting_for_a_silent_peer() {
+        let (addr, t) = silent_peer();
+        let pool = Pool::new(Duration::from_secs(20));
+        let over = Arc::new(AtomicBool::new(false));
+        let o = over.clone();
+        pool.set_abandon(Box::new(move |epoch| {
+            epoch == 5 && o.load(Ordering::SeqCst)
+        }));
+        let call = pool.send(&[addr], &req(5), &[], false).expect("send");
+        let t0 = Instant::now();
+        let flip = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            over.store(true, Ordering::SeqCst);
+        });
+        let err = call.recv(&pool, None).expect_err("no answer");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+            "gave up after {waited:?}: {err}"
+        );
+        flip.join().expect("flip");
+        t.join().expect("peer");
+    }
+
+    #[test]
+    fn a_silent_peer_is_waited_for_until_the_timeout() {
+        let (addr, t) = silent_peer();
+        let pool = Pool::new(Duration::from_millis(900));
+        pool.set_abandon(Box::new(|_| false));
+        let call = pool.send(&[addr], &req(5), &[], false).expect("send");
+        let t0 = Instant::now();
+        call.recv(&pool, None).expect_err("no answer");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(850) && waited < Duration::from_secs(3),
+            "waited {waited:?}"
+        );
+        t.join().expect("peer");
     }
 }
