@@ -1023,6 +1023,29 @@ fn fio_json(args: &[String]) -> Duration {
     Duration::from_secs_f64(max_ns / 1e9)
 }
 
+/// The text of a panic's payload.
+fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
+/// Every host's daemon log.
+fn all_logs(hosts: &[Host]) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("host {}:\n{}", h.index(), h.daemon_log()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `f`; if it panics, panics again with every host's daemon log added.
+fn with_logs<T>(hosts: &[Host], f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), all_logs(hosts)))
+}
+
 #[test]
 fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes() {
     if !require(&["ip", "nsenter", "fio"]) {
@@ -1065,17 +1088,9 @@ fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes(
     );
     hosts[victim].kill9();
     let killed = Instant::now();
-    let longest = fio.join().unwrap_or_else(|e| {
-        let why = e
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_else(|| "fio thread panicked".to_owned());
-        let logs: Vec<String> = hosts
-            .iter()
-            .map(|h| format!("host {}:\n{}", h.index(), h.daemon_log()))
-            .collect();
-        panic!("{why}\n{}", logs.join("\n"))
-    });
+    let longest = fio
+        .join()
+        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), all_logs(&hosts)));
     assert!(
         killed.elapsed() > Duration::from_secs(2),
         "fio ended right after the kill: the kill did not land during its writes"
@@ -1086,12 +1101,14 @@ fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes(
         "an I/O took {longest:?} (> {RESUME_BOUND:?}) around the kill"
     );
     // The other survivor and the returning host verify the same data.
-    fio_json(&job(&hosts[other], &["--verify_only"]));
+    with_logs(&hosts, || fio_json(&job(&hosts[other], &["--verify_only"])));
     hosts[victim].restart(&FAST);
     for h in &hosts {
         wait_members_within(h, 3, SLOW);
     }
-    fio_json(&job(&hosts[victim], &["--verify_only"]));
+    with_logs(&hosts, || {
+        fio_json(&job(&hosts[victim], &["--verify_only"]))
+    });
     let r = wait_recovered(&hosts[victim]);
     eprintln!("returning host's recovery: {r}");
 }

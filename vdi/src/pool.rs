@@ -317,7 +317,12 @@ impl Pool {
                 .flush_locked(&vdi)
                 .and_then(|()| self.log_mtime(&vdi, true))
             {
-                tracing::warn!(ino = ino.0, error = %e, "flush before handing a VDI over failed");
+                // Not handed over: the host that wants it asks again (every 2 s) and gets it
+                // once a flush succeeds. Trying the log now would only hold the gate, and
+                // this host's own writes behind it, for another I/O timeout (a host cut off
+                // in a minority must answer EIO within --io-timeout, not a multiple of it).
+                tracing::warn!(ino = ino.0, error = %e, "flush before handing a VDI over failed; not handed over");
+                continue;
             }
             match self.submit(Cmd::Own {
                 ino: ino.0,
