@@ -575,7 +575,19 @@ impl Pool {
         if needs_freeze {
             self.freeze(&svdi)?;
         }
-        for idx in first..=last {
+        // Only the allocated entries of either table in the range change: a sparse 64 TiB
+        // copy costs what its tables hold, not 16 M index steps.
+        let in_range = |t: &AllocTable| -> Vec<u32> {
+            t.iter_from(first)
+                .take_while(|(i, _)| *i <= last)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut indexes = in_range(&svdi.inner.lock().table);
+        indexes.extend(in_range(&dvdi.inner.lock().table));
+        indexes.sort_unstable();
+        indexes.dedup();
+        for idx in indexes {
             let owner = svdi.inner.lock().table.get(idx);
             let prev = dvdi.inner.lock().set_entry(idx, owner);
             if !owner.is_none() {

@@ -33,10 +33,10 @@ impl Pool {
         // Most dirty data is flushed while writes go on; the VDI pauses only for the rest.
         {
             let _g = self.owned_gate(&vdi)?;
-            self.flush_locked(&vdi)?;
+            self.flush_vdi(&vdi)?;
         }
         let _g = self.owned_gate_mut(&vdi)?;
-        self.flush_locked(&vdi)?;
+        self.flush_vdi(&vdi)?;
         let out = self.submit(Cmd::Snapshot {
             name: name.to_owned(),
             tag: tag.to_owned(),
@@ -72,10 +72,10 @@ impl Pool {
         } else {
             {
                 let _g = self.owned_gate(&svdi)?;
-                self.flush_locked(&svdi)?;
+                self.flush_vdi(&svdi)?;
             }
             let _g = self.owned_gate_mut(&svdi)?;
-            self.flush_locked(&svdi)?;
+            self.flush_vdi(&svdi)?;
             self.submit(cmd)?
         };
         self.attr_of(out, dst)
@@ -101,7 +101,8 @@ impl Pool {
 
     /// copy_file_range: whole objects at the same index in both files are shared
     /// copy-on-write, the rest is copied. The copy is point-in-time consistent: both VDIs are
-    /// quiesced while it is made. Returns the bytes copied.
+    /// quiesced while it is made (their gates held exclusively: in-flight writes finish, a
+    /// flush in progress goes on without holding them up). Returns the bytes copied.
     pub fn copy_range(
         &self,
         src: Ino,
@@ -212,17 +213,22 @@ impl Pool {
     }
 
     /// Points the destination's entries `first..=last` at the source's objects (one log
-    /// command, which also freezes the source if it writes any of them in place). Source
-    /// objects written but not yet flushed join the destination's dirty set, so the
-    /// destination's fsync makes the shared content durable too.
+    /// command, which also freezes the source if it writes any of them in place); it costs
+    /// no data I/O and no sync, whatever the size and the dirty data of the source.
+    ///
+    /// Source objects written but not yet durable join the destination's dirty set, so the
+    /// destination's fsync makes the shared content durable too: those still in the source's
+    /// dirty set and those a flush of the source is syncing right now (flushes do not hold
+    /// the gate, so one may run during the copy; the destination's fsync must not return
+    /// before they are synced, and it syncs them itself rather than wait for that flush).
     fn share_objects(&self, svdi: &Vdi, dvdi: &Vdi, first: u32, last: u32, end: u64) -> Result<()> {
         let dirty: Vec<Oid> = {
             let s = svdi.inner.lock();
-            s.table
-                .iter_from(first)
-                .take_while(|(i, _)| *i <= last)
-                .map(|(i, v)| Oid::data(v, i))
-                .filter(|o| s.dirty_objects.contains(o))
+            s.dirty_objects
+                .iter()
+                .chain(s.syncing.iter())
+                .filter(|o| (first..=last).contains(&o.idx()) && s.table.get(o.idx()) == o.vid())
+                .copied()
                 .collect()
         };
         let (src, dst) = (svdi.inner.lock().rec.ino, dvdi.inner.lock().rec.ino);

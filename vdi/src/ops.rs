@@ -122,7 +122,7 @@ impl Pool {
                 pos: 0,
             };
             self.discard_piece(vdi, piece)?;
-            self.flush_locked(vdi)?;
+            self.flush_vdi(vdi)?;
             return self
                 .submit(Cmd::Resize {
                     ino,

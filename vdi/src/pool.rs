@@ -7,7 +7,8 @@
 //!
 //! Locking, outermost first: `ns` (one local metadata operation at a time) → a VDI's `gate`
 //! (data I/O shared, id/table changes exclusive) → a stripe lock of the object index (shared
-//! for in-place I/O, exclusive to allocate, copy-on-write or reclaim) → `applied` (the apply
+//! for in-place I/O, exclusive to allocate, copy-on-write or reclaim) → a VDI's `flush_lock`
+//! (one flush of the VDI at a time; held while its objects are synced) → `applied` (the apply
 //! of one log command) → a VDI's `inner` → `refs`, `pending`, `locks`, `results` (leaves).
 //! Applying a command takes only `applied` and what follows it, so a proposer may hold a gate
 //! or a stripe while it waits for its command.
@@ -314,7 +315,7 @@ impl Pool {
                 continue;
             }
             if let Err(e) = self
-                .flush_locked(&vdi)
+                .flush_vdi(&vdi)
                 .and_then(|()| self.log_mtime(&vdi, true))
             {
                 // Not handed over: the host that wants it asks again (every 2 s) and gets it
@@ -472,28 +473,44 @@ impl Pool {
     }
 
     /// Makes every write acknowledged so far to this VDI durable (fsync and fdatasync).
+    ///
+    /// It does not take the VDI's gate: writes, and a copy_file_range or snapshot that needs
+    /// the gate exclusively, go on while the objects are synced (a whole-file copy does not
+    /// wait for the write-back of the source's dirty data, see `docs/CONTRACTS.md`).
     pub fn flush(&self, ino: Ino) -> Result<()> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
-        self.flush_locked(&vdi)
+        self.flush_vdi(&vdi)
     }
 
-    /// Flushes a VDI whose gate the caller holds (shared or exclusive): syncs its written
-    /// objects on every copy, then logs a changed modification time.
-    pub(crate) fn flush_locked(&self, vdi: &Vdi) -> Result<()> {
-        let objects: Vec<Oid> = {
+    /// Syncs the VDI's written objects on every copy, then logs a changed modification time.
+    /// The caller may hold the VDI's gate (shared or exclusive) or not.
+    ///
+    /// Flushes of one VDI are serialised (`flush_lock`): one that starts while another syncs
+    /// what it took from the dirty set waits for it, so it never returns before a write
+    /// acknowledged before it began is durable. While a flush runs, the objects it syncs are
+    /// in `syncing`, where a copy sharing them finds them (see [`Pool::copy_range`]).
+    pub(crate) fn flush_vdi(&self, vdi: &Vdi) -> Result<()> {
+        {
+            let _f = vdi.flush_lock.lock();
+            let objects: Vec<Oid> = {
+                let mut inner = vdi.inner.lock();
+                inner.check_failed()?;
+                let taken: HashSet<Oid> = std::mem::take(&mut inner.dirty_objects);
+                let objects = taken.iter().copied().collect();
+                inner.syncing = taken;
+                objects
+            };
+            let synced = self.store.sync(&objects);
             let mut inner = vdi.inner.lock();
-            inner.check_failed()?;
-            inner.dirty_objects.drain().collect()
-        };
-        if let Err(e) = self.store.sync(&objects) {
-            // After a failed fsync the kernel may have dropped the dirty pages; a later
-            // fsync could then succeed without them. Refuse rather than lie.
-            let e: Error = e.into();
-            let mut inner = vdi.inner.lock();
-            tracing::error!(vdi = %inner.rec.display_name(), error = %e, "fsync failed; the VDI refuses writes until restart");
-            inner.failed = Some(e.to_string());
-            return Err(e);
+            inner.syncing.clear();
+            if let Err(e) = synced {
+                // After a failed fsync the kernel may have dropped the dirty pages; a later
+                // fsync could then succeed without them. Refuse rather than lie.
+                let e: Error = e.into();
+                tracing::error!(vdi = %inner.rec.display_name(), error = %e, "fsync failed; the VDI refuses writes until restart");
+                inner.failed = Some(e.to_string());
+                return Err(e);
+            }
         }
         self.log_mtime(vdi, false)
     }
@@ -537,8 +554,9 @@ impl Pool {
     pub fn flush_all(&self) -> Result<()> {
         let vdis: Vec<Arc<Vdi>> = self.vdis.read().values().cloned().collect();
         for vdi in vdis {
-            let _g = vdi.gate.read();
-            self.flush_locked(&vdi)?;
+            // Without the gate: the write-back of a VDI full of dirty data does not hold up
+            // a copy, snapshot or handover of it (they take the gate exclusively).
+            self.flush_vdi(&vdi)?;
             self.log_mtime(&vdi, true)?;
         }
         Ok(())

@@ -20,6 +20,10 @@ pub(crate) struct Vdi {
     /// Serialises this host's first open and last close, so the cluster learns of them in
     /// the order they happened.
     pub(crate) open_lock: Mutex<()>,
+    /// Serialises the flushes of this VDI on this host, so that a flush returns only once
+    /// every object an earlier flush took from `dirty_objects` is synced too (see
+    /// [`crate::pool::Pool::flush`]). Taken after the gate, never held while taking it.
+    pub(crate) flush_lock: Mutex<()>,
     /// References this host's kernel holds (FUSE lookup count).
     pub(crate) lookups: AtomicU64,
 }
@@ -43,6 +47,9 @@ pub(crate) struct Inner {
     pub(crate) opened: BTreeSet<NodeId>,
     /// Data objects written on this host since its last flush.
     pub(crate) dirty_objects: HashSet<Oid>,
+    /// Data objects the flush in progress took from `dirty_objects` and is syncing (empty
+    /// when none runs): a copy that shares them hands them to the destination as dirty.
+    pub(crate) syncing: HashSet<Oid>,
     /// The modification time changed on this host and is not in the log yet.
     pub(crate) mtime_dirty: bool,
     /// When this host last put the modification time in the log.
@@ -63,6 +70,7 @@ impl Vdi {
                 owner: None,
                 opened: BTreeSet::new(),
                 dirty_objects: HashSet::new(),
+                syncing: HashSet::new(),
                 mtime_dirty: false,
                 mtime_logged: None,
                 failed: None,
@@ -70,6 +78,7 @@ impl Vdi {
             }),
             handles: AtomicU32::new(0),
             open_lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
         }
     }

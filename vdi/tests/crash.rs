@@ -1,7 +1,9 @@
 //! Crash consistency on a store that forgets everything not made durable.
 
 #![allow(clippy::cast_possible_truncation)] // Test sizes are small.
-use sheep_objects::{MemStore, ObjectStore};
+use sheep_objects::{
+    MemStore, ObjectKind, ObjectMeta, ObjectStore, Oid, Result as ObjResult, StoreStats,
+};
 use sheep_vdi::{CreateOpts, Pool, PoolConfig};
 use std::sync::Arc;
 
@@ -277,4 +279,214 @@ fn a_write_cut_short_by_a_full_store_reports_what_landed() {
     assert_eq!(must_read(&pool, "a", OBJ - 4096, 4096), vec![9u8; 4096]);
     assert_eq!(must_read(&pool, "a", OBJ, 4096), vec![0u8; 4096]);
     assert_eq!(pool.unreferenced_objects().unwrap(), vec![]);
+}
+
+/// A store whose next sync of data objects (a flush) can be held up, like a write-back of a
+/// lot of dirty data, then let through or made to fail without syncing anything (the power
+/// going out before it was done).
+struct HeldSync {
+    inner: Arc<MemStore>,
+    state: std::sync::Mutex<Hold>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Off,
+    Armed,
+    Holding,
+    Proceed,
+    Fail,
+}
+
+impl HeldSync {
+    fn new(inner: Arc<MemStore>) -> Arc<HeldSync> {
+        Arc::new(HeldSync {
+            inner,
+            state: std::sync::Mutex::new(Hold::Off),
+            changed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn set(&self, h: Hold) {
+        *self.state.lock().unwrap() = h;
+        self.changed.notify_all();
+    }
+
+    /// Waits until a sync is held.
+    fn wait_holding(&self) {
+        let g = self.state.lock().unwrap();
+        let (_g, t) = self
+            .changed
+            .wait_timeout_while(g, std::time::Duration::from_secs(10), |h| {
+                *h != Hold::Holding
+            })
+            .unwrap();
+        assert!(!t.timed_out(), "no flush reached the store");
+    }
+}
+
+impl ObjectStore for HeldSync {
+    fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> ObjResult<()> {
+        self.inner.read(oid, offset, buf)
+    }
+    fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> ObjResult<()> {
+        self.inner.write(oid, offset, data)
+    }
+    fn copy(&self, src: Oid, dst: Oid) -> ObjResult<()> {
+        self.inner.copy(src, dst)
+    }
+    fn punch(&self, oid: Oid, offset: u64, len: u64) -> ObjResult<()> {
+        self.inner.punch(oid, offset, len)
+    }
+    fn remove(&self, oid: Oid) -> ObjResult<()> {
+        self.inner.remove(oid)
+    }
+    fn exists(&self, oid: Oid) -> ObjResult<bool> {
+        self.inner.exists(oid)
+    }
+    fn list(&self) -> ObjResult<Vec<Oid>> {
+        self.inner.list()
+    }
+    fn extents(&self, oid: Oid) -> ObjResult<Vec<std::ops::Range<u64>>> {
+        self.inner.extents(oid)
+    }
+    fn allocated(&self, oid: Oid) -> ObjResult<u64> {
+        self.inner.allocated(oid)
+    }
+    fn sync(&self, oids: &[Oid]) -> ObjResult<()> {
+        let mut h = self.state.lock().unwrap();
+        if *h == Hold::Armed && oids.iter().any(|o| o.kind() == ObjectKind::Data) {
+            *h = Hold::Holding;
+            self.changed.notify_all();
+            h = self.changed.wait_while(h, |h| *h == Hold::Holding).unwrap();
+            let fail = *h == Hold::Fail;
+            *h = Hold::Off;
+            drop(h);
+            if fail {
+                return Err(sheep_objects::Error::io(
+                    oids[0],
+                    std::io::Error::other("power lost during the write-back"),
+                ));
+            }
+        } else {
+            drop(h);
+        }
+        self.inner.sync(oids)
+    }
+    fn put_atomic(&self, oid: Oid, data: &[u8]) -> ObjResult<()> {
+        self.inner.put_atomic(oid, data)
+    }
+    fn get(&self, oid: Oid) -> ObjResult<Vec<u8>> {
+        self.inner.get(oid)
+    }
+    fn stats(&self) -> ObjResult<StoreStats> {
+        self.inner.stats()
+    }
+    fn meta(&self, oid: Oid) -> ObjResult<ObjectMeta> {
+        self.inner.meta(oid)
+    }
+    fn set_version(&self, oid: Oid, version: u64) -> ObjResult<()> {
+        self.inner.set_version(oid, version)
+    }
+    fn verify(&self, oid: Oid) -> ObjResult<()> {
+        self.inner.verify(oid)
+    }
+}
+
+/// Runs `f` on another thread; panics if it takes more than 10 s.
+fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} waited for the flush in progress"))
+}
+
+#[test]
+fn a_copy_does_not_wait_for_a_flush_of_its_source_and_stays_point_in_time_and_durable() {
+    let mem = Arc::new(MemStore::new());
+    let held = HeldSync::new(mem.clone());
+    let pool = Arc::new(Pool::open(held.clone(), PoolConfig::default()).unwrap());
+    let objs = 16u64;
+    let src = pool
+        .create("src", objs * OBJ, CreateOpts::default())
+        .unwrap();
+    // The first write to an object makes it durable (allocation); the second stays dirty.
+    pool.write(src.ino, 0, &vec![1u8; (objs * OBJ) as usize])
+        .unwrap();
+    pool.write(src.ino, 0, &vec![2u8; (objs * OBJ) as usize])
+        .unwrap();
+    let dst = pool.create("dst", 0, CreateOpts::default()).unwrap();
+    // A write-back of the source is under way (and slow).
+    held.set(Hold::Armed);
+    let writeback = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.flush(src.ino))
+    };
+    held.wait_holding();
+    // The copy neither waits for it nor syncs anything.
+    let p = pool.clone();
+    let copied = within_10s("copy_range", move || {
+        p.copy_range(src.ino, 0, dst.ino, 0, objs * OBJ)
+    });
+    assert_eq!(copied.unwrap(), objs * OBJ);
+    // Point in time: later writes to the source do not show in the copy.
+    pool.write(src.ino, 0, &vec![3u8; OBJ as usize]).unwrap();
+    assert!(must_read(&pool, "dst", 0, OBJ as usize)
+        .iter()
+        .all(|b| *b == 2));
+    // The destination's fsync makes what the source held at the copy durable by itself,
+    // without waiting for the source's flush.
+    let p = pool.clone();
+    within_10s("fsync of the copy", move || p.flush(dst.ino)).unwrap();
+    // The power goes out before the source's write-back is done.
+    held.set(Hold::Fail);
+    assert!(writeback.join().unwrap().is_err());
+    drop(pool);
+    mem.crash();
+    let pool = must_open(&mem);
+    let data = must_read(&pool, "dst", 0, (objs * OBJ) as usize);
+    assert!(
+        data.iter().all(|b| *b == 2),
+        "the copy lost data fsynced through it"
+    );
+}
+
+#[test]
+fn an_fsync_waits_for_a_flush_in_progress_of_its_file() {
+    let mem = Arc::new(MemStore::new());
+    let held = HeldSync::new(mem.clone());
+    let pool = Arc::new(Pool::open(held.clone(), PoolConfig::default()).unwrap());
+    let a = pool.create("a", OBJ, CreateOpts::default()).unwrap();
+    pool.write(a.ino, 0, b"first").unwrap();
+    pool.write(a.ino, 0, b"again").unwrap();
+    held.set(Hold::Armed);
+    let writeback = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.flush(a.ino))
+    };
+    held.wait_holding();
+    // The write-back took the dirty object; an fsync now must still not return before it
+    // is durable.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fsync = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let r = pool.flush(a.ino);
+            let _ = tx.send(());
+            r
+        })
+    };
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+    held.set(Hold::Proceed);
+    writeback.join().unwrap().unwrap();
+    fsync.join().unwrap().unwrap();
+    drop(pool);
+    mem.crash();
+    let pool = must_open(&mem);
+    assert_eq!(must_read(&pool, "a", 0, 5), b"again");
 }
