@@ -158,6 +158,18 @@ fn layout(worker: u32) -> Config {
 }
 
 /// Waits until `worker` has `n` successful ops that started after `after` (up to `timeout`).
+/// Every host's daemon log for a failure message, after its threads' stacks if `stacks`.
+fn diagnostics(hosts: &[Host], stacks: bool) -> String {
+    hosts
+        .iter()
+        .map(|h| {
+            let stacks = if stacks { h.stacks() } else { String::new() };
+            format!("host {}:\n{stacks}\n{}", h.index(), h.daemon_log())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Waits until `worker` made `n` successful ops of `kind` that started after `after`; on a
 /// timeout the failure shows what it did meanwhile, and the stacks and logs of `hosts`.
 fn wait_progress(
@@ -194,11 +206,7 @@ fn wait_progress(
          {kind:?} ops; since then: {outcomes:?}; the last ones: {last:#?}; in flight now: {:?}\n{}",
         worker.id(),
         worker.in_flight(),
-        hosts
-            .iter()
-            .map(|h| format!("host {}:\n{}\n{}", h.index(), h.stacks(), h.daemon_log()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        diagnostics(hosts, true)
     );
 }
 
@@ -1031,19 +1039,10 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panicked".to_owned())
 }
 
-/// Every host's daemon log.
-fn all_logs(hosts: &[Host]) -> String {
-    hosts
-        .iter()
-        .map(|h| format!("host {}:\n{}", h.index(), h.daemon_log()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Runs `f`; if it panics, panics again with every host's daemon log added.
 fn with_logs<T>(hosts: &[Host], f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), all_logs(hosts)))
+        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), diagnostics(hosts, false)))
 }
 
 #[test]
@@ -1090,7 +1089,7 @@ fn a_host_killed_during_fio_verify_stalls_io_under_10_s_and_verification_passes(
     let killed = Instant::now();
     let longest = fio
         .join()
-        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), all_logs(&hosts)));
+        .unwrap_or_else(|e| panic!("{}\n{}", panic_text(&e), diagnostics(&hosts, false)));
     assert!(
         killed.elapsed() > Duration::from_secs(2),
         "fio ended right after the kill: the kill did not land during its writes"

@@ -495,10 +495,8 @@ impl Pool {
             let objects: Vec<Oid> = {
                 let mut inner = vdi.inner.lock();
                 inner.check_failed()?;
-                let taken: HashSet<Oid> = std::mem::take(&mut inner.dirty_objects);
-                let objects = taken.iter().copied().collect();
-                inner.syncing = taken;
-                objects
+                inner.syncing = std::mem::take(&mut inner.dirty_objects);
+                inner.syncing.iter().copied().collect()
             };
             let synced = self.store.sync(&objects);
             let mut inner = vdi.inner.lock();

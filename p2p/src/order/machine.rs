@@ -765,7 +765,6 @@ impl OrderNode {
         if self.status() != Status::Member || self.applied < self.view_seq {
             return false;
         }
-        let me = self.me.id;
         let epoch = self.epoch();
         let fresh = |beat: u64| {
             let i = self.beats_sent.partition_point(|(b, _)| *b < beat);
@@ -773,15 +772,18 @@ impl OrderNode {
                 .get(i)
                 .is_some_and(|(b, t)| *b == beat && now.saturating_duration_since(*t) <= window)
         };
-        quorum(self.members(), |id| {
-            id == me
-                || self.members().iter().any(|m| {
-                    m.id == id
-                        && self.confirmed.get(&id).is_some_and(|c| {
-                            c.incarnation == m.incarnation && c.epoch <= epoch && fresh(c.echo)
-                        })
-                })
-        })
+        let confirmed: Vec<NodeId> = self
+            .members()
+            .iter()
+            .filter(|m| {
+                m.id == self.me.id
+                    || self.confirmed.get(&m.id).is_some_and(|c| {
+                        c.incarnation == m.incarnation && c.epoch <= epoch && fresh(c.echo)
+                    })
+            })
+            .map(|m| m.id)
+            .collect();
+        quorum(self.members(), |id| confirmed.contains(&id))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -847,20 +849,16 @@ impl OrderNode {
         let Some(&(_, _, echo)) = hb.echo.iter().find(|(id, inc, _)| (*id, *inc) == me) else {
             return;
         };
-        let c = self.confirmed.entry(from).or_insert(Confirmed {
-            incarnation: hb.incarnation,
-            echo: 0,
-            epoch: hb.epoch,
+        let newer = self.confirmed.get(&from).is_none_or(|c| {
+            c.incarnation != hb.incarnation || (echo, hb.epoch) > (c.echo, c.epoch)
         });
-        if c.incarnation != hb.incarnation
-            || echo > c.echo
-            || (echo == c.echo && hb.epoch > c.epoch)
-        {
-            *c = Confirmed {
+        if newer {
+            let c = Confirmed {
                 incarnation: hb.incarnation,
                 echo,
                 epoch: hb.epoch,
             };
+            self.confirmed.insert(from, c);
         }
     }
 

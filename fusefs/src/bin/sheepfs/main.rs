@@ -342,8 +342,6 @@ fn bind_data(dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<TcpListener> {
     Ok(l)
 }
 
-/// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
-/// rebuilds the pool from the metadata log.
 /// Nice value of the cluster runtime's threads.
 const NET_NICE: i32 = -10;
 
@@ -359,6 +357,8 @@ fn raise_priority() {
     }
 }
 
+/// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
+/// rebuilds the pool from the metadata log.
 fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     let dir = &config.store;
     std::fs::create_dir_all(dir)
