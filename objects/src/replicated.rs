@@ -364,6 +364,11 @@ struct Rebal {
     /// Objects whose local state is current for this epoch (fetched, pushed in, written or
     /// removed here): neither fetched again nor overwritten by a push.
     settled: HashSet<Oid>,
+    /// Requests of this epoch holding an object lock because the epoch was unsettled when
+    /// they began: each may be replacing its object with a fetched copy. Until none is left,
+    /// the epoch is not published as settled, so no request skips the object locks while a
+    /// fetched image could still overwrite what it writes.
+    inflight: u64,
     self_done: bool,
     counters: Counters,
 }
@@ -371,6 +376,12 @@ struct Rebal {
 impl Rebal {
     fn complete(&self) -> bool {
         self.members.iter().all(|m| self.done.contains(m))
+    }
+
+    /// Requests of this epoch must lock their object: rebalancing is incomplete, or requests
+    /// that began before it completed still hold their locks.
+    fn unsettled(&self, epoch: u64) -> bool {
+        self.epoch == epoch && (!self.complete() || self.inflight > 0)
     }
 }
 
@@ -401,6 +412,27 @@ impl Drop for OidGuard<'_> {
     fn drop(&mut self) {
         self.locks.held.lock().remove(&self.oid);
         self.locks.cv.notify_all();
+    }
+}
+
+/// An object lock taken by a request (see [`ReplicatedStore::lock_if_unsettled`]); when the
+/// epoch was unsettled, it counts in [`Rebal::inflight`] until dropped.
+struct RequestLock<'a> {
+    store: &'a ReplicatedStore,
+    /// The epoch it counts in, if it does.
+    counted: Option<u64>,
+    _oid: OidGuard<'a>,
+}
+
+impl Drop for RequestLock<'_> {
+    fn drop(&mut self) {
+        if let Some(epoch) = self.counted {
+            let mut r = self.store.reb.lock();
+            if r.epoch == epoch {
+                r.inflight = r.inflight.saturating_sub(1);
+                self.store.note_complete(&r);
+            }
+        }
     }
 }
 
@@ -435,6 +467,13 @@ enum Outcome {
 
 /// Objects probed with one `Have` list per holder during the rebalance walk.
 const WALK_BATCH: usize = 1024;
+
+/// Stripes of the locks that a hold takes to wait for requests under way.
+const HOLD_STRIPES: usize = 256;
+
+/// How long a repair holds the copies of an object at most (a repairer that dies releases
+/// its holds this way).
+const HOLD_LEASE: Duration = Duration::from_secs(10);
 
 /// A request of a fan-out: the target, the header (its epoch is filled per attempt), the body.
 type Planned<'a> = (NodeId, ReqHeader, Cow<'a, [u8]>);
@@ -479,6 +518,13 @@ pub struct ReplicatedStore {
     on_store_failed: Mutex<Option<StoreFailed>>,
     /// Objects whose local copy is being repaired.
     repairing: Mutex<HashSet<Oid>>,
+    /// Copies held for a repair ([`Op::Hold`]) and when each hold expires.
+    holds: Mutex<HashMap<Oid, Instant>>,
+    /// `holds` is not empty (read without the lock on every request).
+    any_hold: AtomicBool,
+    /// Reads and changes of a local copy hold its stripe shared; a hold takes it exclusively
+    /// once, to wait for those already under way.
+    stripes: Box<[RwLock<()>]>,
     bucket: Mutex<Bucket>,
     totals: Mutex<Totals>,
     quorum: RwLock<Option<QuorumCheck>>,
@@ -553,6 +599,9 @@ impl ReplicatedStore {
             on_store_failed: Mutex::new(None),
             unverified: Mutex::new(unverified),
             repairing: Mutex::new(HashSet::new()),
+            holds: Mutex::new(HashMap::new()),
+            any_hold: AtomicBool::new(false),
+            stripes: (0..HOLD_STRIPES).map(|_| RwLock::new(())).collect(),
             bucket: Mutex::new(Bucket {
                 rate: None,
                 tokens: 0.0,
@@ -633,6 +682,7 @@ impl ReplicatedStore {
             r.done = r.early.remove(&epoch).unwrap_or_default();
             r.early.retain(|e, _| *e > epoch);
             r.settled.clear();
+            r.inflight = 0;
             r.self_done = false;
             r.counters = Counters::default();
             self.note_complete(&r);
@@ -706,36 +756,31 @@ impl ReplicatedStore {
 
     fn check_once(&self, view: &View, oid: Oid, repair: bool) -> Result<CheckReport, SErr> {
         let holders = self.holders(view, oid);
-        let mut infos = Vec::with_capacity(holders.len());
-        for &h in &holders {
-            let req = self.header(Op::Verify, oid, view.epoch);
-            let (status, value, body) = if h == self.me {
-                let mut out = Vec::new();
-                let reply = self.handle_req(&req, &[], &mut out);
-                (reply.status, reply.value, out)
-            } else {
-                let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
-                let r = self
-                    .pool
-                    .call(addrs, &req, &[], None)
-                    .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
-                (r.header.status, r.header.value, r.body)
-            };
-            match status {
-                Status::Ok => infos.push((h, CopyInfo::decode(value, &body))),
-                Status::WrongEpoch => return Err(SErr::Retry("epoch changed".into())),
-                s => return Err(SErr::Retry(format!("member {h}: {s:?}"))),
-            }
+        let infos = self.verify_all(view, oid, &holders)?;
+        let report = self.judge(&holders, &infos);
+        if report.good == report.copies || report.lost {
+            return Ok(report);
         }
-        let mut report = CheckReport {
-            copies: u32::try_from(holders.len()).unwrap_or(u32::MAX),
-            ..CheckReport::default()
-        };
+        // The copies differ: a write may be under way (applied on some copies, not yet on
+        // the others). Hold every copy, so none is being changed, and look again: what still
+        // differs is repaired while held; the writes that reached only some copies are
+        // retried by their writers after the release and reach every copy then.
+        self.hold_all(view, oid, &holders)?;
+        let res = self.check_held(view, oid, &holders, repair);
+        self.release_all(view, oid, &holders);
+        res
+    }
+
+    fn check_held(
+        &self,
+        view: &View,
+        oid: Oid,
+        holders: &[NodeId],
+        repair: bool,
+    ) -> Result<CheckReport, SErr> {
+        let infos = self.verify_all(view, oid, holders)?;
+        let mut report = self.judge(holders, &infos);
         let Some((src, best)) = freshest(&infos, None) else {
-            report.lost = infos.iter().any(|(_, i)| i.state != CopyState::Absent);
-            if !report.lost {
-                report.copies = 0; // no copy anywhere: the object does not exist
-            }
             return Ok(report);
         };
         let bad: Vec<NodeId> = infos
@@ -743,9 +788,6 @@ impl ReplicatedStore {
             .filter(|(_, i)| !(i.good() && i.meta == best))
             .map(|(n, _)| *n)
             .collect();
-        report.good = report
-            .copies
-            .saturating_sub(u32::try_from(bad.len()).unwrap_or(u32::MAX));
         if !repair || bad.is_empty() {
             return Ok(report);
         }
@@ -788,6 +830,60 @@ impl ReplicatedStore {
             tracing::info!(%oid, on = %t, "check: copy repaired");
         }
         Ok(report)
+    }
+
+    /// Each holder reads its copy of `oid` whole against its checksums.
+    fn verify_all(
+        &self,
+        view: &View,
+        oid: Oid,
+        holders: &[NodeId],
+    ) -> Result<Vec<(NodeId, CopyInfo)>, SErr> {
+        let mut infos = Vec::with_capacity(holders.len());
+        for &h in holders {
+            let req = self.header(Op::Verify, oid, view.epoch);
+            let (status, value, body) = if h == self.me {
+                let mut out = Vec::new();
+                let reply = self.handle_req(&req, &[], &mut out);
+                (reply.status, reply.value, out)
+            } else {
+                let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+                let r = self
+                    .pool
+                    .call(addrs, &req, &[], None)
+                    .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
+                (r.header.status, r.header.value, r.body)
+            };
+            match status {
+                Status::Ok => infos.push((h, CopyInfo::decode(value, &body))),
+                Status::WrongEpoch => return Err(SErr::Retry("epoch changed".into())),
+                s => return Err(SErr::Retry(format!("member {h}: {s:?}"))),
+            }
+        }
+        Ok(infos)
+    }
+
+    /// The report of the copies `infos` of the object of `holders`.
+    fn judge(&self, holders: &[NodeId], infos: &[(NodeId, CopyInfo)]) -> CheckReport {
+        let mut report = CheckReport {
+            copies: u32::try_from(holders.len()).unwrap_or(u32::MAX),
+            ..CheckReport::default()
+        };
+        let Some((_, best)) = freshest(infos, None) else {
+            report.lost = infos.iter().any(|(_, i)| i.state != CopyState::Absent);
+            if !report.lost {
+                report.copies = 0; // no copy anywhere: the object does not exist
+            }
+            return report;
+        };
+        let bad = infos
+            .iter()
+            .filter(|(_, i)| !(i.good() && i.meta == best))
+            .count();
+        report.good = report
+            .copies
+            .saturating_sub(u32::try_from(bad).unwrap_or(u32::MAX));
+        report
     }
 
     /// Recovery progress of this host.
@@ -1324,19 +1420,11 @@ impl ReplicatedStore {
         Ok(f()?)
     }
 
-    /// Publishes whether the rebalancing of `r`'s epoch is complete (the caller holds `reb`).
+    /// Publishes whether `r`'s epoch is settled: its rebalancing complete and no request that
+    /// began before that still holding an object lock (the caller holds `reb`).
     fn note_complete(&self, r: &Rebal) {
-        let e = if r.complete() { r.epoch } else { 0 };
+        let e = if r.unsettled(r.epoch) { 0 } else { r.epoch };
         self.settled_epoch.store(e, Ordering::Release);
-    }
-
-    /// True while objects may still be missing here (rebalancing of `epoch` incomplete).
-    fn unsettled(&self, epoch: u64) -> bool {
-        if self.settled_epoch.load(Ordering::Acquire) == epoch {
-            return false;
-        }
-        let r = self.reb.lock();
-        r.epoch == epoch && !r.complete()
     }
 
     fn settle(&self, epoch: u64, oid: Oid) {
@@ -1349,8 +1437,32 @@ impl ReplicatedStore {
         }
     }
 
-    fn lock_if_unsettled(&self, epoch: u64, oid: Oid) -> Option<OidGuard<'_>> {
-        (self.unsettled(epoch) || self.is_unverified(oid)).then(|| self.locks.lock(oid))
+    /// Locks `oid` for a request of `epoch` while that epoch is unsettled (objects may still
+    /// be replaced by fetched copies here) or the local copy is unverified; `None` otherwise,
+    /// the common case, which costs one atomic load.
+    ///
+    /// A request that finds the epoch unsettled counts as in flight until it drops the lock,
+    /// and the epoch is published as settled only once none is left: a request that locked
+    /// while rebalancing was incomplete may be replacing its object with a fetched image, and
+    /// a request skipping the lock meanwhile would write into the copy about to be replaced
+    /// (an acknowledged write lost on that holder).
+    fn lock_if_unsettled(&self, epoch: u64, oid: Oid) -> Option<RequestLock<'_>> {
+        let counted = self.settled_epoch.load(Ordering::Acquire) != epoch && {
+            let mut r = self.reb.lock();
+            let unsettled = r.unsettled(epoch);
+            if unsettled {
+                r.inflight += 1;
+            }
+            unsettled
+        };
+        if !counted && !self.is_unverified(oid) {
+            return None;
+        }
+        Some(RequestLock {
+            store: self,
+            counted: counted.then_some(epoch),
+            _oid: self.locks.lock(oid),
+        })
     }
 
     /// What this host's copy of `oid` is (no on-demand fetch).
@@ -1527,10 +1639,7 @@ impl ReplicatedStore {
                 let deadline = Instant::now() + this.cfg.io_timeout;
                 loop {
                     let view = this.current_view();
-                    let res = {
-                        let _g = this.locks.lock(oid);
-                        this.repair_once(&view, oid)
-                    };
+                    let res = this.repair_held(&view, oid);
                     match res {
                         Ok(true) => {
                             this.totals.lock().repaired += 1;
@@ -1554,6 +1663,24 @@ impl ReplicatedStore {
             self.repairing.lock().remove(&oid);
             tracing::error!(error = %e, "cannot start a repair");
         }
+    }
+
+    /// Repairs the local copy of `oid` while every holder's copy is held (no write is being
+    /// applied anywhere, so the fetched copy holds every write applied here).
+    fn repair_held(&self, view: &View, oid: Oid) -> Result<bool, String> {
+        let holders = self.holders(view, oid);
+        if !holders.contains(&self.me) {
+            let _g = self.locks.lock(oid);
+            return self.repair_once(view, oid);
+        }
+        self.hold_all(view, oid, &holders)
+            .map_err(|e| self.serr_text(e))?;
+        let res = {
+            let _g = self.locks.lock(oid);
+            self.repair_once(view, oid)
+        };
+        self.release_all(view, oid, &holders);
+        res
     }
 
     fn repair_once(&self, view: &View, oid: Oid) -> Result<bool, String> {
@@ -1625,6 +1752,7 @@ impl ReplicatedStore {
 
     fn serve_read(&self, epoch: u64, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<(), SErr> {
         let view = self.view_at(epoch)?;
+        let _e = self.enter_copy(oid)?;
         let _g = self.lock_if_unsettled(epoch, oid);
         self.ensure_local(&view, oid)?;
         let res = self.fenced(epoch, || self.local.read(oid, offset, buf));
@@ -1644,6 +1772,7 @@ impl ReplicatedStore {
         ensure: bool,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T, SErr> {
+        let _e = self.enter_copy(oid)?;
         let _g = self.lock_if_unsettled(view.epoch, oid);
         if ensure {
             self.ensure_local(view, oid)?;
@@ -1785,6 +1914,7 @@ impl ReplicatedStore {
                 Ok(0)
             }
             Op::Exists | Op::Extents | Op::Allocated => {
+                let _e = self.enter_copy(oid)?;
                 let _g = self.lock_if_unsettled(view.epoch, oid);
                 self.ensure_local(&view, oid)?;
                 match req.op {
@@ -1922,7 +2052,95 @@ impl ReplicatedStore {
                 out.remove(0);
                 Ok(info.state as u64)
             }
+            Op::Hold => {
+                self.hold(oid, Duration::from_millis(req.a));
+                Ok(0)
+            }
             Op::RebalanceDone => Ok(0),
+        }
+    }
+
+    /// Holds the local copy of `oid` for `lease` (releases it if zero); returns once the
+    /// reads and changes of it already under way have ended.
+    fn hold(&self, oid: Oid, lease: Duration) {
+        {
+            let mut h = self.holds.lock();
+            let now = Instant::now();
+            h.retain(|_, until| *until > now);
+            if lease.is_zero() {
+                h.remove(&oid);
+            } else {
+                h.insert(oid, now + lease);
+            }
+            self.any_hold.store(!h.is_empty(), Ordering::SeqCst);
+        }
+        if !lease.is_zero() {
+            drop(self.stripe(oid).write());
+        }
+    }
+
+    fn stripe(&self, oid: Oid) -> &RwLock<()> {
+        let i = usize::try_from(mix64(oid.0) % HOLD_STRIPES as u64).unwrap_or(0);
+        &self.stripes[i]
+    }
+
+    /// Enters a read or a change of the local copy of `oid`: refused while a repair holds it.
+    fn enter_copy(&self, oid: Oid) -> Result<parking_lot::RwLockReadGuard<'_, ()>, SErr> {
+        let g = self.stripe(oid).read();
+        if self.any_hold.load(Ordering::SeqCst) {
+            let held = self
+                .holds
+                .lock()
+                .get(&oid)
+                .is_some_and(|until| *until > Instant::now());
+            if held {
+                return Err(SErr::Retry(format!("{oid} is held for a repair")));
+            }
+        }
+        Ok(g)
+    }
+
+    /// Holds every holder's copy of `oid` (see [`Op::Hold`]): afterwards no write is being
+    /// applied to any copy, and the writes that reached only some copies are retried by
+    /// their writers once the holds are released. Releases what it took if one fails.
+    fn hold_all(&self, view: &View, oid: Oid, holders: &[NodeId]) -> Result<(), SErr> {
+        let lease = u64::try_from(HOLD_LEASE.as_millis()).unwrap_or(u64::MAX);
+        for (i, &h) in holders.iter().enumerate() {
+            if let Err(e) = self.hold_one(view, oid, h, lease) {
+                self.release_all(view, oid, &holders[..i]);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn release_all(&self, view: &View, oid: Oid, holders: &[NodeId]) {
+        for &h in holders {
+            if let Err(e) = self.hold_one(view, oid, h, 0) {
+                // The hold expires by itself at the end of its lease.
+                tracing::debug!(%oid, holder = %h, error = %self.serr_text(e), "cannot release a hold");
+            }
+        }
+    }
+
+    fn hold_one(&self, view: &View, oid: Oid, h: NodeId, lease_ms: u64) -> Result<(), SErr> {
+        let mut req = self.header(Op::Hold, oid, view.epoch);
+        req.a = lease_ms;
+        let status = if h == self.me {
+            let mut out = Vec::new();
+            self.handle_req(&req, &[], &mut out).status
+        } else {
+            let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+            self.pool
+                .call(addrs, &req, &[], None)
+                .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?
+                .header
+                .status
+        };
+        if status == Status::Ok {
+            Ok(())
+        } else {
+            Err(SErr::Retry(format!("holding on member {h}: {status:?}")))
         }
     }
 

@@ -74,6 +74,10 @@ pub enum Op {
     /// Read and check the whole local copy of `oid` against its checksums: value = state
     /// (0 absent, 1 good, 2 unverified, 3 bad), body = version `u64`, digest `u64`.
     Verify = 14,
+    /// Hold `oid` for a repair for `a` milliseconds (0: release the hold): until released or
+    /// expired, reads and changes of this host's copy are refused with [`Status::Retry`]
+    /// (their senders retry), and the hold is answered once those already under way ended.
+    Hold = 15,
 }
 
 impl Op {
@@ -93,6 +97,7 @@ impl Op {
             12 => Op::Fetch,
             13 => Op::RebalanceDone,
             14 => Op::Verify,
+            15 => Op::Hold,
             _ => return None,
         })
     }
