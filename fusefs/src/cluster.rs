@@ -30,8 +30,16 @@ impl ClusterLog {
 
 impl MetaLog for ClusterLog {
     fn submit(&self, _pool: &Pool, bytes: Vec<u8>) -> sheep_vdi::Result<()> {
+        // Within the deadline of the file-system operation this thread serves, if any.
+        let timeout = sheep_objects::deadline::within(self.timeout)
+            .saturating_duration_since(std::time::Instant::now());
+        if timeout.is_zero() {
+            return Err(sheep_vdi::Error::Unavailable(
+                "the I/O timeout passed before the command was proposed".into(),
+            ));
+        }
         self.cluster
-            .propose(bytes, self.timeout)
+            .propose(bytes, timeout)
             .map(|_| ())
             .map_err(|e| sheep_vdi::Error::Unavailable(e.to_string()))
     }

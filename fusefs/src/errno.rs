@@ -47,6 +47,7 @@ impl ToErrno for ObjectError {
             ObjectError::CorruptObject(_) => libc::EIO,
             ObjectError::BadStore { .. } => libc::EIO,
             ObjectError::Io { .. } => libc::EIO,
+            ObjectError::Unavailable { .. } => libc::EIO,
         }
     }
 }

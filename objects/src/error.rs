@@ -32,6 +32,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The holders of an object could not be reached in time (no quorum, holders cut off or
+    /// not answering): nothing is known to be lost, the same request may succeed later.
+    #[error("{oid} unavailable: {reason}")]
+    Unavailable {
+        /// The object.
+        oid: Oid,
+        /// Why.
+        reason: String,
+    },
     /// An I/O error from the local file system.
     #[error("I/O error on {oid}: {source}")]
     Io {

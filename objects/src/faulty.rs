@@ -146,6 +146,9 @@ pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     /// `sync` fails (as `fsync` does after a write-back error).
     pub fail_sync: AtomicBool,
+    /// `sync` fails with [`Error::Unavailable`] and syncs nothing (as a replicated store whose
+    /// holders are not reached in time).
+    pub unreachable_sync: AtomicBool,
     /// `write` fails.
     pub fail_write: AtomicBool,
     /// `write` fails with "no space".
@@ -162,6 +165,7 @@ impl FaultyStore {
         FaultyStore {
             inner,
             fail_sync: AtomicBool::new(false),
+            unreachable_sync: AtomicBool::new(false),
             fail_write: AtomicBool::new(false),
             full: AtomicBool::new(false),
             full_for_new: AtomicBool::new(false),
@@ -262,6 +266,12 @@ impl ObjectStore for FaultyStore {
     fn sync(&self, oids: &[Oid]) -> Result<()> {
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(Self::injected(oids.first().copied().unwrap_or(Oid(0))));
+        }
+        if self.unreachable_sync.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable {
+                oid: oids.first().copied().unwrap_or(Oid(0)),
+                reason: "injected: holders not reached".into(),
+            });
         }
         for &oid in oids {
             self.check(Op::Write, oid)?;

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod deadline;
 pub mod disk;
 pub mod error;
 pub mod faulty;

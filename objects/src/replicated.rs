@@ -478,6 +478,13 @@ const HOLD_LEASE: Duration = Duration::from_secs(10);
 /// A request of a fan-out: the target, the header (its epoch is filled per attempt), the body.
 type Planned<'a> = (NodeId, ReqHeader, Cow<'a, [u8]>);
 
+fn unavailable(oid: Oid, msg: impl Into<String>) -> Error {
+    Error::Unavailable {
+        oid,
+        reason: msg.into(),
+    }
+}
+
 fn eio(oid: Oid, msg: impl Into<String>) -> Error {
     Error::Io {
         oid,
@@ -745,7 +752,7 @@ impl ReplicatedStore {
                 Err(e) => {
                     let msg = self.serr_text(e);
                     if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
-                        return Err(eio(oid, format!("check: {msg}")));
+                        return Err(unavailable(oid, format!("check: {msg}")));
                     }
                     self.backoff(attempt, view.epoch, deadline);
                     attempt = attempt.saturating_add(1);
@@ -1109,10 +1116,10 @@ impl ReplicatedStore {
                 Some(c) => c.clone(),
             }
         };
-        let deadline = Instant::now() + self.cfg.io_timeout;
+        let deadline = crate::deadline::within(self.cfg.io_timeout);
         while !check() {
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
-                return Err(eio(
+                return Err(unavailable(
                     oid,
                     "this host does not reach a quorum of the cluster (partitioned away)",
                 ));
@@ -1160,7 +1167,7 @@ impl ReplicatedStore {
         if self.wait_epoch(target, deadline) {
             Ok(())
         } else {
-            Err(eio(
+            Err(unavailable(
                 oid,
                 format!("map did not reach epoch {target} in time"),
             ))
@@ -1227,7 +1234,7 @@ impl ReplicatedStore {
     /// Sends the planned requests to every target at once, applies the local one, collects,
     /// and retries the whole plan (recomputed from the map) until every target applied it.
     fn fan_out<'a>(&self, oid: Oid, plan: impl Fn(&View) -> Vec<Planned<'a>>) -> Result<()> {
-        let deadline = Instant::now() + self.cfg.io_timeout;
+        let deadline = crate::deadline::within(self.cfg.io_timeout);
         let mut attempt = 0u32;
         loop {
             let view = self.current_view();
@@ -1297,7 +1304,7 @@ impl ReplicatedStore {
                 return Ok(());
             };
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
-                return Err(eio(oid, format!("a holder is unavailable: {msg}")));
+                return Err(unavailable(oid, format!("a holder is unavailable: {msg}")));
             }
             tracing::debug!(%oid, attempt, reason = %msg, "retrying a replicated request");
             self.backoff(attempt, view.epoch, deadline);
@@ -1312,7 +1319,7 @@ impl ReplicatedStore {
         oid: Oid,
         mut one: impl FnMut(&View, NodeId) -> Outcome,
     ) -> Result<(u64, Vec<u8>)> {
-        let deadline = Instant::now() + self.cfg.io_timeout;
+        let deadline = crate::deadline::within(self.cfg.io_timeout);
         let mut attempt = 0u32;
         loop {
             let view = self.current_view();
@@ -1349,7 +1356,7 @@ impl ReplicatedStore {
                 return Err(bad.swap_remove(0));
             }
             if Instant::now() >= deadline || self.stopped.load(Ordering::SeqCst) {
-                return Err(eio(oid, format!("no holder answered: {last}")));
+                return Err(unavailable(oid, format!("no holder answered: {last}")));
             }
             self.backoff(attempt, view.epoch, deadline);
             attempt += 1;
@@ -2766,6 +2773,7 @@ impl ReplicatedStore {
             SErr::Store(Error::NoSpace) => (Status::NoSpace, String::new()),
             SErr::Store(Error::OutOfRange { .. }) => (Status::OutOfRange, String::new()),
             SErr::Store(Error::CorruptObject(_)) => (Status::Corrupt, String::new()),
+            SErr::Store(e @ Error::Unavailable { .. }) => (Status::Retry, e.to_string()),
             SErr::Store(e) => (Status::Io, e.to_string()),
         };
         out.clear();

@@ -137,11 +137,11 @@ impl Pool {
             return self.copy_bytes(&svdi, src_off, &svdi, dst_off, len);
         }
         let (_g1, _g2) = if src < dst {
-            let a = svdi.gate.write();
-            (a, dvdi.gate.write())
+            let a = svdi.gate_exclusive()?;
+            (a, dvdi.gate_exclusive()?)
         } else {
-            let b = dvdi.gate.write();
-            (svdi.gate.write(), b)
+            let b = dvdi.gate_exclusive()?;
+            (svdi.gate_exclusive()?, b)
         };
         let owned = |v: &Vdi| {
             let i = v.inner.lock();

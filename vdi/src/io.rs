@@ -49,7 +49,7 @@ impl Pool {
     /// Reads at `offset`; returns the bytes read (short only at the end of the VDI).
     pub fn read(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
+        let _g = vdi.gate_shared()?;
         self.read_locked(&vdi, offset, buf)
     }
 
@@ -87,7 +87,7 @@ impl Pool {
         vdi: &'a Vdi,
     ) -> Result<parking_lot::RwLockReadGuard<'a, ()>> {
         loop {
-            let g = vdi.gate.read();
+            let g = vdi.gate_shared()?;
             {
                 let i = vdi.inner.lock();
                 if i.rec.snapshot {
@@ -109,7 +109,7 @@ impl Pool {
     ) -> Result<parking_lot::RwLockWriteGuard<'a, ()>> {
         loop {
             self.claim(vdi)?;
-            let g = vdi.gate.write();
+            let g = vdi.gate_exclusive()?;
             if vdi.inner.lock().owner == Some(self.me) {
                 return Ok(g);
             }
@@ -218,7 +218,12 @@ impl Pool {
             vid: vid.0,
             entries: vec![(idx, owner.0, vid.0)],
         }) {
-            let _ = self.store.remove(oid);
+            // A log that did not answer in time (`Unavailable`) may still order the entry
+            // later: the object must then be there. Left in place, it is only garbage if the
+            // entry never lands (the next allocation of this index removes it first).
+            if !matches!(e, Error::Unavailable(_)) {
+                let _ = self.store.remove(oid);
+            }
             return Err(e);
         }
         Ok(())
@@ -262,7 +267,7 @@ impl Pool {
     /// First offset at or after `offset` that holds data (SEEK_DATA); `None` if none.
     pub fn seek_data(&self, ino: Ino, offset: u64) -> Result<Option<u64>> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
+        let _g = vdi.gate_shared()?;
         let (size, entries) = entries_from(&vdi, offset);
         for (idx, owner) in entries {
             let base = u64::from(idx) * OBJECT_SIZE;
@@ -280,7 +285,7 @@ impl Pool {
     /// First offset at or after `offset` inside a hole (SEEK_HOLE); the size if there is none.
     pub fn seek_hole(&self, ino: Ino, offset: u64) -> Result<u64> {
         let vdi = self.vdi(ino)?;
-        let _g = vdi.gate.read();
+        let _g = vdi.gate_shared()?;
         let (size, entries) = entries_from(&vdi, offset);
         let mut at = offset;
         for (idx, owner) in entries {

@@ -265,7 +265,7 @@ impl Pool {
 
     /// Makes this host the VDI's owner, asking the current owner to hand it over.
     pub(crate) fn claim(&self, vdi: &Vdi) -> Result<()> {
-        let deadline = Instant::now() + OWNER_TIMEOUT;
+        let deadline = sheep_objects::deadline::within(OWNER_TIMEOUT);
         loop {
             let (owner, ino, name) = {
                 let i = vdi.inner.lock();
@@ -287,7 +287,8 @@ impl Pool {
                         node: self.me,
                     })?;
                     let me = self.me;
-                    self.wait_applied(Duration::from_secs(2), || {
+                    let pause = deadline.saturating_duration_since(Instant::now());
+                    self.wait_applied(Duration::from_secs(2).min(pause), || {
                         let o = vdi.inner.lock().owner;
                         o == Some(me) || o.is_none()
                     });
@@ -491,7 +492,7 @@ impl Pool {
     /// in `syncing`, where a copy sharing them finds them (see [`Pool::copy_range`]).
     pub(crate) fn flush_vdi(&self, vdi: &Vdi) -> Result<()> {
         {
-            let _f = vdi.flush_lock.lock();
+            let _f = vdi.flush_locked()?;
             let objects: Vec<Oid> = {
                 let mut inner = vdi.inner.lock();
                 inner.check_failed()?;
@@ -500,7 +501,15 @@ impl Pool {
             };
             let synced = self.store.sync(&objects);
             let mut inner = vdi.inner.lock();
-            inner.syncing.clear();
+            let taken = std::mem::take(&mut inner.syncing);
+            if let Err(e @ sheep_objects::Error::Unavailable { .. }) = synced {
+                // The holders were not reached in time (this host cut off, a holder not
+                // answering): no copy reported a failed sync, so nothing was dropped. The
+                // objects stay dirty, and the next flush (or the fsync retried by the
+                // application) syncs them.
+                inner.dirty_objects.extend(taken);
+                return Err(e.into());
+            }
             if let Err(e) = synced {
                 // After a failed fsync the kernel may have dropped the dirty pages; a later
                 // fsync could then succeed without them. Refuse rather than lie.

@@ -2,8 +2,9 @@
 
 use crate::alloc::AllocTable;
 use crate::attr::VdiAttr;
+use crate::error::{Error, Result};
 use crate::inode::InodeV1;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use sheep_objects::{Oid, Vid};
 use sheep_p2p::NodeId;
 use std::collections::{BTreeSet, HashSet};
@@ -61,6 +62,42 @@ pub(crate) struct Inner {
 }
 
 impl Vdi {
+    /// Takes the gate shared, within the deadline of the operation this thread serves (see
+    /// [`sheep_objects::deadline`]): an operation of a host cut off must answer EIO after
+    /// `--io-timeout` even while a handover or a copy holds the gate.
+    pub(crate) fn gate_shared(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        match sheep_objects::deadline::current() {
+            None => Ok(self.gate.read()),
+            Some(d) => self.gate.try_read_until(d).ok_or_else(|| self.busy_gate()),
+        }
+    }
+
+    /// Takes the gate exclusively, within this thread's operation deadline.
+    pub(crate) fn gate_exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        match sheep_objects::deadline::current() {
+            None => Ok(self.gate.write()),
+            Some(d) => self.gate.try_write_until(d).ok_or_else(|| self.busy_gate()),
+        }
+    }
+
+    /// Takes the flush lock, within this thread's operation deadline.
+    pub(crate) fn flush_locked(&self) -> Result<MutexGuard<'_, ()>> {
+        match sheep_objects::deadline::current() {
+            None => Ok(self.flush_lock.lock()),
+            Some(d) => self
+                .flush_lock
+                .try_lock_until(d)
+                .ok_or_else(|| self.busy_gate()),
+        }
+    }
+
+    fn busy_gate(&self) -> Error {
+        Error::Unavailable(format!(
+            "{} is busy (a flush, handover or copy of it did not end within the I/O timeout)",
+            self.inner.lock().rec.display_name()
+        ))
+    }
+
     pub(crate) fn new(rec: InodeV1, table: AllocTable) -> Vdi {
         Vdi {
             gate: RwLock::new(()),

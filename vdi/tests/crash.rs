@@ -150,7 +150,17 @@ fn a_snapshot_is_a_point_in_time_image_while_writers_run() {
     pool.snapshot("v", "s").unwrap();
     let c = pool.create("copy", 0, CreateOpts::default()).unwrap();
     pool.copy_range(ino, 0, c.ino, 0, 4 * objs * OBJ).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Let the writers go past the snapshot (however slow the machine is), then stop them.
+    let gen_at =
+        |image: &str| u64::from_le_bytes(must_read(&pool, image, 0, 8).try_into().unwrap());
+    let t0 = std::time::Instant::now();
+    while gen_at("v") <= gen_at("v@s") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the writers made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -234,6 +244,36 @@ fn after_a_failed_flush_the_vdi_refuses_writes_and_flushes_until_restart() {
     assert_eq!(must_read(&pool, "b", 0, 4), b"fine");
     pool.write(pool.lookup("a").unwrap().ino, 0, b"again")
         .unwrap();
+}
+
+#[test]
+fn a_flush_that_reaches_no_holder_fails_but_the_next_one_makes_the_writes_durable() {
+    // A host cut off from its cluster: its flush fails (EIO), nothing was dropped, and once
+    // the holders are reached again a flush syncs the writes made before the failure.
+    use sheep_objects::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let mem = Arc::new(MemStore::new());
+    let faulty = Arc::new(FaultyStore::new(mem.clone()));
+    let pool = Pool::open(faulty.clone(), PoolConfig::default()).unwrap();
+    let a = pool.create("a", OBJ, CreateOpts::default()).unwrap();
+    pool.flush(a.ino).unwrap();
+    pool.write(a.ino, 100, b"before").unwrap();
+    faulty.unreachable_sync.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        pool.flush(a.ino),
+        Err(sheep_vdi::Error::Object(
+            sheep_objects::Error::Unavailable { .. }
+        ))
+    ));
+    faulty.unreachable_sync.store(false, Ordering::SeqCst);
+    // Not latched: writes and flushes go on, and the flush covers the earlier write too.
+    pool.write(a.ino, 200, b"after").unwrap();
+    pool.flush(a.ino).unwrap();
+    drop(pool);
+    mem.crash();
+    let pool = must_open(&mem);
+    assert_eq!(must_read(&pool, "a", 100, 6), b"before");
+    assert_eq!(must_read(&pool, "a", 200, 5), b"after");
 }
 
 #[test]

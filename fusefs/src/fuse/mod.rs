@@ -317,9 +317,10 @@ impl fuser::Filesystem for SheepFs {
             let Ok(len) = usize::try_from(size) else {
                 return reply.error(Errno::EINVAL);
             };
-            if let Err(e) = self.gate() {
-                return reply.error(e);
-            }
+            let _deadline = match self.gate() {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            };
             READ_BUF.with_borrow_mut(|buf| {
                 if buf.len() < len {
                     buf.resize(len, 0);
@@ -357,9 +358,10 @@ impl fuser::Filesystem for SheepFs {
                 len = data.len()
             )
             .entered();
-            if let Err(e) = self.gate() {
-                return reply.error(e);
-            }
+            let _deadline = match self.gate() {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            };
             match self.pool.write(Ino(ino.0), offset, data) {
                 Ok(n) => match u32::try_from(n) {
                     Ok(n) => reply.written(n),
@@ -510,9 +512,10 @@ impl fuser::Filesystem for SheepFs {
                 datasync
             )
             .entered();
-            if let Err(e) = self.gate() {
-                return reply.error(e);
-            }
+            let _deadline = match self.gate() {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            };
             let res = self.pool.flush(Ino(ino.0)).map_err(|e| {
                 warn!(ino = ino.0, error = %e, "fsync failed");
                 fuse_errno(&e)
@@ -668,10 +671,9 @@ impl fuser::Filesystem for SheepFs {
                 mode
             )
             .entered();
-            let res = self
-                .gate()
-                .and_then(|()| vdi_ino(ino))
-                .and_then(|ino| self.do_fallocate(ino, offset, length, mode));
+            let res = self.gate().and_then(|_deadline| {
+                vdi_ino(ino).and_then(|ino| self.do_fallocate(ino, offset, length, mode))
+            });
             empty_reply(reply, res);
         });
     }
@@ -731,9 +733,10 @@ impl fuser::Filesystem for SheepFs {
             if !flags.is_empty() {
                 return reply.error(Errno::EINVAL);
             }
-            if let Err(e) = self.gate() {
-                return reply.error(e);
-            }
+            let _deadline = match self.gate() {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            };
             let fhs = (fh_in.0, fh_out.0);
             let at = copy::Cursor {
                 ino_in: ino_in.0,

@@ -46,8 +46,12 @@ impl SheepFs {
 
     /// The quorum gate of the data path (see [`super::QuorumGate`]): `EIO` when the cluster
     /// holds no quorum within the I/O timeout.
-    pub(super) fn gate(&self) -> Result<(), Errno> {
-        self.options.quorum.as_ref().map_or(Ok(()), |g| g.pass())
+    /// The scope returned sets the deadline of the operation (see [`super::QuorumGate::pass`]).
+    pub(super) fn gate(&self) -> Result<Option<sheep_objects::deadline::Scope>, Errno> {
+        self.options
+            .quorum
+            .as_ref()
+            .map_or(Ok(None), |g| g.pass().map(Some))
     }
 
     /// Opens a handle on `ino`: counts it, honours `O_TRUNC`, picks the cache mode.

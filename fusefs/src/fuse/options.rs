@@ -65,11 +65,15 @@ impl QuorumGate {
     }
 
     /// Returns at once when the gate is open, else once it opens, or `EIO` after the timeout.
-    pub fn pass(&self) -> Result<(), Errno> {
-        if (self.open)() {
-            return Ok(());
-        }
+    /// The returned scope makes the timeout the deadline of the whole operation on this
+    /// thread (see [`sheep_objects::deadline`]): every later wait of the operation ends by
+    /// then too, so it answers within `--io-timeout` of its start.
+    pub fn pass(&self) -> Result<sheep_objects::deadline::Scope, Errno> {
         let deadline = Instant::now() + self.timeout;
+        let scope = sheep_objects::deadline::scope(deadline);
+        if (self.open)() {
+            return Ok(scope);
+        }
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -81,7 +85,7 @@ impl QuorumGate {
             }
             std::thread::sleep(GATE_POLL.min(deadline - now));
             if (self.open)() {
-                return Ok(());
+                return Ok(scope);
             }
         }
     }
@@ -149,7 +153,7 @@ mod tests {
         assert!(gate.pass().is_ok());
         open.store(false, Ordering::SeqCst);
         let t = Instant::now();
-        assert_eq!(gate.pass(), Err(Errno::EIO));
+        assert_eq!(gate.pass().err(), Some(Errno::EIO));
         assert!(t.elapsed() >= Duration::from_millis(150));
         // It opens while an operation waits: the operation goes on.
         let o = open.clone();

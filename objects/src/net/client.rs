@@ -246,7 +246,8 @@ impl Call {
     ) -> Result<Response, NetError> {
         let addr = self.addr;
         let io = |source| NetError::Io { addr, source };
-        let deadline = Instant::now() + pool.timeout;
+        // Cut to the deadline of the operation this thread serves, if any.
+        let deadline = crate::deadline::within(pool.timeout);
         let epoch = self.epoch;
         let abandon = || pool.abandon.get().is_some_and(|a| a(epoch));
         let mut h = [0u8; RESP_HEADER_LEN];
