@@ -471,6 +471,10 @@ const WALK_BATCH: usize = 1024;
 /// Stripes of the locks that a hold takes to wait for requests under way.
 const HOLD_STRIPES: usize = 256;
 
+/// How long a check waits before it looks again at copies that differed (writes under way
+/// land meanwhile).
+const CHECK_PAUSE: Duration = Duration::from_millis(200);
+
 /// How long a repair holds the copies of an object at most (a repairer that dies releases
 /// its holds this way).
 const HOLD_LEASE: Duration = Duration::from_secs(10);
@@ -769,11 +773,14 @@ impl ReplicatedStore {
             return Ok(report);
         }
         // The copies differ: a write may be under way (applied on some copies, not yet on
-        // the others). Hold every copy, so none is being changed, and look again: what still
-        // differs is repaired while held; the writes that reached only some copies are
-        // retried by their writers after the release and reach every copy then.
+        // the others). Look again after a pause, then hold every copy, so none is being
+        // changed, and look a third time: what differs is repaired while held; the writes
+        // that reached only some copies are retried by their writers after the release and
+        // reach every copy then.
+        std::thread::sleep(CHECK_PAUSE);
+        let before = self.verify_all(view, oid, &holders)?;
         self.hold_all(view, oid, &holders)?;
-        let res = self.check_held(view, oid, &holders, repair);
+        let res = self.check_held(view, oid, &holders, repair, &before);
         self.release_all(view, oid, &holders);
         res
     }
@@ -784,15 +791,25 @@ impl ReplicatedStore {
         oid: Oid,
         holders: &[NodeId],
         repair: bool,
+        before: &[(NodeId, CopyInfo)],
     ) -> Result<CheckReport, SErr> {
         let infos = self.verify_all(view, oid, holders)?;
         let mut report = self.judge(holders, &infos);
         let Some((src, best)) = freshest(&infos, None) else {
             return Ok(report);
         };
+        // A copy with the freshest version but other content may hold a write still on its
+        // way to the other copies (sent to all, applied on this one, not yet read from the
+        // others' sockets: the hold only waits for the requests a holder is serving).
+        // Overwriting it with the majority's content would undo that write once the others
+        // apply it and its writer is acknowledged. So such a copy is repaired only when the
+        // copies did not change across the pause and the hold (a diverged copy left by a
+        // writer that died); damaged, missing and older copies are repaired always.
+        let stable = infos == before;
         let bad: Vec<NodeId> = infos
             .iter()
             .filter(|(_, i)| !(i.good() && i.meta == best))
+            .filter(|(_, i)| stable || !i.good() || i.meta.version < best.version)
             .map(|(n, _)| *n)
             .collect();
         if !repair || bad.is_empty() {
