@@ -835,17 +835,7 @@ impl ReplicatedStore {
             let mut req = self.header(Op::Put, oid, view.epoch);
             req.b = best.version;
             req.flags = FLAG_FORCE;
-            let status = if t == self.me {
-                let mut out = Vec::new();
-                self.handle_req(&req, &body, &mut out).status
-            } else {
-                let addrs = view.addrs.get(&t).map(Vec::as_slice).unwrap_or(&[]);
-                self.pool
-                    .call(addrs, &req, &body, None)
-                    .map_err(|e| SErr::Retry(format!("member {t}: {e}")))?
-                    .header
-                    .status
-            };
+            let (status, ..) = self.call_holder(view, t, &req, &body)?;
             if status != Status::Ok {
                 return Err(SErr::Retry(format!("repairing on member {t}: {status:?}")));
             }
@@ -854,6 +844,28 @@ impl ReplicatedStore {
             tracing::info!(%oid, on = %t, "check: copy repaired");
         }
         Ok(report)
+    }
+
+    /// Sends `req` to member `h` (served here when `h` is this host); its status, value and
+    /// body.
+    fn call_holder(
+        &self,
+        view: &View,
+        h: NodeId,
+        req: &ReqHeader,
+        body: &[u8],
+    ) -> Result<(Status, u64, Vec<u8>), SErr> {
+        if h == self.me {
+            let mut out = Vec::new();
+            let reply = self.handle_req(req, body, &mut out);
+            return Ok((reply.status, reply.value, out));
+        }
+        let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+        let r = self
+            .pool
+            .call(addrs, req, body, None)
+            .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
+        Ok((r.header.status, r.header.value, r.body))
     }
 
     /// Each holder reads its copy of `oid` whole against its checksums.
@@ -866,18 +878,7 @@ impl ReplicatedStore {
         let mut infos = Vec::with_capacity(holders.len());
         for &h in holders {
             let req = self.header(Op::Verify, oid, view.epoch);
-            let (status, value, body) = if h == self.me {
-                let mut out = Vec::new();
-                let reply = self.handle_req(&req, &[], &mut out);
-                (reply.status, reply.value, out)
-            } else {
-                let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
-                let r = self
-                    .pool
-                    .call(addrs, &req, &[], None)
-                    .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?;
-                (r.header.status, r.header.value, r.body)
-            };
+            let (status, value, body) = self.call_holder(view, h, &req, &[])?;
             match status {
                 Status::Ok => infos.push((h, CopyInfo::decode(value, &body))),
                 Status::WrongEpoch => return Err(SErr::Retry("epoch changed".into())),
@@ -2150,17 +2151,7 @@ impl ReplicatedStore {
     fn hold_one(&self, view: &View, oid: Oid, h: NodeId, lease_ms: u64) -> Result<(), SErr> {
         let mut req = self.header(Op::Hold, oid, view.epoch);
         req.a = lease_ms;
-        let status = if h == self.me {
-            let mut out = Vec::new();
-            self.handle_req(&req, &[], &mut out).status
-        } else {
-            let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
-            self.pool
-                .call(addrs, &req, &[], None)
-                .map_err(|e| SErr::Retry(format!("member {h}: {e}")))?
-                .header
-                .status
-        };
+        let (status, ..) = self.call_holder(view, h, &req, &[])?;
         if status == Status::Ok {
             Ok(())
         } else {
