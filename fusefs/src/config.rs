@@ -3,7 +3,7 @@
 //! default. `examples/sheep.toml` lists every key with its default.
 
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 use tracing::warn;
 
@@ -53,6 +53,11 @@ pub struct DaemonConfig {
     /// Seconds an I/O (or a metadata change) waits for unreachable copies, a lagging epoch or
     /// a quorum of the cluster before it fails with EIO.
     pub io_timeout: u64,
+    /// Free space (bytes) below which the store is near full: it takes no new objects nor
+    /// copies and says so. Unset: 2% of the store's file system, at least 16 MiB and at most
+    /// 4 GiB. In the file, a size such as `"4G"` or a number of bytes.
+    #[serde(deserialize_with = "opt_size")]
+    pub store_reserve: Option<u64>,
     /// Fault-injection tests only: a control file naming local-store calls to fail (see
     /// `sheep_objects::faulty`); command line only, never read from the file.
     #[serde(skip)]
@@ -73,6 +78,7 @@ impl Default for DaemonConfig {
             io_timeout: DEFAULT_IO_TIMEOUT,
             cluster: DEFAULT_CLUSTER.to_owned(),
             threads: DEFAULT_THREADS,
+            store_reserve: None,
             fault_file: None,
         }
     }
@@ -116,6 +122,36 @@ impl DaemonConfig {
         }
         Ok(())
     }
+}
+
+/// A size in the file: a number of bytes, or a string such as `"256M"`.
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    struct SizeVisitor;
+    impl serde::de::Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a size such as \"256M\" or a number of bytes")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom("a size cannot be negative"))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<u64, E> {
+            sheep_admin::parse_size(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(SizeVisitor)
+}
+
+/// An optional size in the file (see [`size`]).
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    size(d).map(Some)
 }
 
 fn config_err(field: &'static str, reason: impl Into<String>) -> Error {
@@ -163,6 +199,17 @@ mod tests {
         assert_eq!(c.cluster, "sheepdog");
         assert_eq!((c.failure_timeout, c.io_timeout), (3, 30));
         assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn the_store_reserve_is_a_human_size_or_bytes_in_the_file() {
+        assert_eq!(DaemonConfig::default().store_reserve, None);
+        let c = DaemonConfig::from_toml("store-reserve = \"64M\"\n").unwrap();
+        assert_eq!(c.store_reserve, Some(64 << 20));
+        let c = DaemonConfig::from_toml("store-reserve = 33554432\n").unwrap();
+        assert_eq!(c.store_reserve, Some(32 << 20));
+        assert!(DaemonConfig::from_toml("store-reserve = \"lots\"\n").is_err());
+        assert!(DaemonConfig::from_toml("store-reserve = -1\n").is_err());
     }
 
     #[test]

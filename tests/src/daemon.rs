@@ -32,6 +32,13 @@ fn log_tail() -> usize {
         .unwrap_or(LOG_TAIL)
 }
 
+/// The test daemons' `--store-reserve` (through `SHEEPFS_STORE_RESERVE`). The default, 2% of
+/// the file system up to 4 GiB, made stores in `/tmp` refuse new objects ("store near full")
+/// whenever the test machine had less than 4 GiB free, which a CI machine's disk sometimes
+/// has; a test needs only what it writes. 16 MiB is also what the default gives the small
+/// loop-device file systems of the full-disk tests, so those see the product's default.
+pub const TEST_STORE_RESERVE: &str = "16M";
+
 /// How often the wait loops look again.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -72,8 +79,11 @@ impl Daemon {
     /// Starts `launcher MOUNT --store STORE --admin-socket SOCKET extra…`, where `launcher` is
     /// the command that runs `sheepfs` (the binary itself, or `nsenter … sheepfs`). Its stdout and
     /// stderr are appended to the log. Does not wait until it is ready.
+    ///
+    /// The store's reserve is [`TEST_STORE_RESERVE`] unless `extra` sets `--store-reserve`.
     pub(crate) fn spawn(&mut self, mut launcher: Command, extra: &[&str]) {
         assert!(self.child.is_none(), "sheepfs is already running");
+        launcher.env("SHEEPFS_STORE_RESERVE", TEST_STORE_RESERVE);
         launcher
             .arg(&self.mount)
             .arg("--store")

@@ -72,6 +72,13 @@ pub struct Cli {
     /// answers EIO after this long [default: 30].
     #[arg(long, value_name = "SECS", env = "SHEEPFS_IO_TIMEOUT")]
     pub io_timeout: Option<u64>,
+
+    /// Free space below which this host's store is near full: it takes no new objects nor
+    /// copies, and writes that need one get ENOSPC (4G, 500M, ... or bytes)
+    /// [default: 2% of its file system, 16M to 4G].
+    #[arg(long, value_name = "SIZE", env = "SHEEPFS_STORE_RESERVE", value_parser = parse_size)]
+    pub store_reserve: Option<u64>,
+
     /// For fault-injection tests only: make the local object store fail the calls this
     /// control file names (`eio read OIDHEX|*`, `eio write OIDHEX|*`, `eio all`; re-read
     /// within 200 ms of a change; see `sheep_objects::faulty`).
@@ -100,9 +107,14 @@ impl Cli {
             threads: self.threads.map_or(base.threads, usize::from),
             failure_timeout: self.failure_timeout.unwrap_or(base.failure_timeout),
             io_timeout: self.io_timeout.unwrap_or(base.io_timeout),
+            store_reserve: self.store_reserve.or(base.store_reserve),
             fault_file: self.fault_file.or(base.fault_file),
         }
     }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    sheep_admin::parse_size(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -156,8 +168,11 @@ mod tests {
             "8",
             "--io-timeout",
             "12",
+            "--store-reserve",
+            "64M",
         ])
         .unwrap();
+        assert_eq!(c.store_reserve, Some(64 << 20));
         assert_eq!(c.store, PathBuf::from("/s"));
         assert_eq!(c.admin_socket, PathBuf::from("/a.sock"));
         assert!(!c.mdns);
@@ -185,6 +200,7 @@ mod tests {
             &["/m", "--copies", "32"],
             &["/m", "--threads", "0"],
             &["/m", "--threads", "x"],
+            &["/m", "--store-reserve", "lots"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -204,6 +220,8 @@ mod tests {
             "--cluster",
             "--threads",
             "--io-timeout",
+            "--store-reserve",
+            "SHEEPFS_STORE_RESERVE",
             "EIO",
             "MOUNTPOINT",
             "RUST_LOG",

@@ -393,6 +393,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     #[allow(clippy::needless_update)]
     let replica = ReplicaConfig {
         io_timeout: Duration::from_secs(config.io_timeout),
+        reserve: config.store_reserve,
         ..ReplicaConfig::default()
     };
     let store = ReplicatedStore::new(node_id, local.clone(), copies.clone(), replica);
