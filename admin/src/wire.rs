@@ -257,9 +257,10 @@ pub struct RecoveryInfo {
     pub sent: u64,
     /// Bytes of those.
     pub sent_bytes: u64,
-    /// Objects it received (pushed to it or fetched by it).
+    /// Objects it received (pushed to it, fetched or patched by it).
     pub received: u64,
-    /// Bytes of those.
+    /// Bytes received for those (for a patched copy: its source's block summary and the
+    /// blocks that differed).
     pub received_bytes: u64,
     /// Bytes of the unverified copies found current and kept (what catch-up did not copy).
     pub kept_bytes: u64,
@@ -271,6 +272,12 @@ pub struct RecoveryInfo {
     pub skipped_full: u64,
     /// Bytes received for recovery since the daemon started.
     pub total_received_bytes: u64,
+    /// Objects received by patching the local copy with only the blocks that differed.
+    pub patched: u64,
+    /// Blocks (4 KiB) those patches changed.
+    pub patched_blocks: u64,
+    /// Bytes those patches did not copy (what whole objects would have taken more).
+    pub saved_bytes: u64,
 }
 
 /// The result of one [`Request::Check`].
@@ -443,6 +450,9 @@ mod tests {
                 received: 2,
                 received_bytes: 8 << 20,
                 unverified: 1,
+                patched: 1,
+                patched_blocks: 3,
+                saved_bytes: 4 << 20,
                 ..RecoveryInfo::default()
             }),
             Reply::Check(CheckBatch {

@@ -363,6 +363,9 @@ impl NodeService {
             repaired: r.repaired,
             skipped_full: r.skipped_full,
             total_received_bytes: r.total_received_bytes,
+            patched: r.patched,
+            patched_blocks: r.patched_blocks,
+            saved_bytes: r.saved_bytes,
         }))
     }
 

@@ -24,8 +24,9 @@
 //!   other member, in batches, what its copy of each is (`Have`: absent, good or unverified,
 //!   version, digest). A copy older than the freshest good copy anywhere is replaced from it
 //!   (or dropped if this host no longer holds the object); the new holders that lack the
-//!   object, or hold an older or unverified copy, get it pushed (`Put`, data extents only,
-//!   throttled by [`ReplicatedStore::set_throttle`]); a host drops its copy of an object it no
+//!   object get it pushed (`Put`, data extents only, throttled by
+//!   [`ReplicatedStore::set_throttle`]), those holding an older or unverified copy are asked to
+//!   make it current themselves (see catch-up); a host drops its copy of an object it no
 //!   longer holds once every holder has confirmed. Then it tells every member
 //!   `RebalanceDone`. Until every member has done so, a holder asked for an object first makes
 //!   its copy current from the freshest copy anywhere (on demand, not throttled), so objects a
@@ -37,9 +38,11 @@
 //!   left) marks every local copy *unverified* ([`ReplicatedStore::suspect_local_data`],
 //!   persisted). An unverified copy is never served nor pushed; it is compared with the good
 //!   copies of the others and kept if it matches the freshest (same version and digest), else
-//!   replaced. So a host back from a short outage copies only what changed meanwhile, and a
-//!   write it applied alone on the minority side of a partition (never acknowledged) is
-//!   undone.
+//!   made current. A copy that exists is patched with only its 4 KiB blocks that differ from
+//!   the freshest good copy (compared by 128-bit hashes; see `delta.rs`), a missing, damaged or
+//!   mostly different one is replaced whole. So a host back from a short outage copies only the
+//!   blocks that changed meanwhile, and a write it applied alone on the minority side of a
+//!   partition (never acknowledged) is undone.
 //! * **Bad copies**: a copy whose checksum fails or whose store gives an I/O error is not
 //!   served: the reader goes to the next holder and the host repairs its copy from a good one
 //!   in the background. A holder whose store fails a write or a sync drops its copy (marks it
@@ -53,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::net::client::{NetError, Pool, Response};
 use crate::net::proto::{
     decode_extents, decode_image, decode_u64s, encode_u64s, in_object, Image, Op, ReqHeader,
-    Status, FLAG_AS_HOLDER, FLAG_EXISTING, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
+    Status, FLAG_AS_HOLDER, FLAG_BACKGROUND, FLAG_EXISTING, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
 };
 use crate::net::server::{Handler, Reply, Server};
 use crate::oid::{ObjectKind, Oid, Vid, OBJECT_BYTES};
@@ -69,6 +72,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+mod delta;
+use delta::Fetched;
 
 /// A member of the cluster as the data layer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,22 +145,31 @@ pub struct RecoveryStatus {
     pub to_check: u64,
     /// Of those, looked at so far.
     pub checked: u64,
-    /// Objects copied to or from this host for recovery in this epoch (sent, received, fetched).
+    /// Objects copied to or from this host for recovery in this epoch (sent, received, fetched,
+    /// patched).
     pub copied: u64,
-    /// Data bytes of those.
+    /// Bytes those copies transferred (see `received_bytes`).
     pub copied_bytes: u64,
     /// Objects sent to other holders.
     pub sent: u64,
     /// Data bytes sent.
     pub sent_bytes: u64,
-    /// Objects received (pushed here or fetched).
+    /// Objects received (pushed here, fetched or patched).
     pub received: u64,
-    /// Data bytes received.
+    /// Bytes received for those: object data, and for a patched copy its source's block
+    /// summary and the blocks that differed.
     pub received_bytes: u64,
     /// Unverified copies found current and kept (what catch-up did not have to copy).
     pub kept: u64,
     /// Data bytes of those.
     pub kept_bytes: u64,
+    /// Of the objects received, those patched in place: only their blocks that differed
+    /// were copied (delta catch-up).
+    pub patched: u64,
+    /// Blocks (4 KiB) those patches wrote, zeroed or punched.
+    pub patched_blocks: u64,
+    /// Bytes those patches did not copy: what whole objects would have taken more.
+    pub saved_bytes: u64,
     /// Copies still unverified.
     pub unverified: u64,
     /// Bad copies (checksum or I/O error) repaired from a good one since start.
@@ -229,6 +244,9 @@ struct Counters {
     received_bytes: u64,
     kept: u64,
     kept_bytes: u64,
+    patched: u64,
+    patched_blocks: u64,
+    saved_bytes: u64,
     dropped: u64,
     dropped_bytes: u64,
     skipped_full: u64,
@@ -931,6 +949,9 @@ impl ReplicatedStore {
             received_bytes: c.received_bytes + c.pulled_bytes,
             kept: c.kept,
             kept_bytes: c.kept_bytes,
+            patched: c.patched,
+            patched_blocks: c.patched_blocks,
+            saved_bytes: c.saved_bytes,
             unverified,
             repaired: totals.repaired,
             skipped_full: c.skipped_full,
@@ -1000,6 +1021,15 @@ impl ReplicatedStore {
         self.any_unverified.load(Ordering::SeqCst) && self.unverified.lock().contains(&oid)
     }
 
+    /// Adds the local copy of `oid` to the persisted unverified copies.
+    fn mark_unverified(&self, oid: Oid) {
+        let mut u = self.unverified.lock();
+        if u.insert(oid) {
+            self.any_unverified.store(true, Ordering::SeqCst);
+            self.persist_unverified(&u);
+        }
+    }
+
     fn mark_verified(&self, oid: Oid) {
         if !self.any_unverified.load(Ordering::SeqCst) {
             return;
@@ -1050,13 +1080,7 @@ impl ReplicatedStore {
         if let Err(e) = self.local.remove(oid) {
             tracing::warn!(%oid, error = %e, "cannot remove a bad copy");
         }
-        {
-            let mut u = self.unverified.lock();
-            if u.insert(oid) {
-                self.any_unverified.store(true, Ordering::SeqCst);
-                self.persist_unverified(&u);
-            }
-        }
+        self.mark_unverified(oid);
         self.reb.lock().settled.remove(&oid);
         self.spawn_repair(oid);
     }
@@ -1541,8 +1565,15 @@ impl ReplicatedStore {
     /// Makes the local copy of `oid` current before serving it. While rebalancing is
     /// incomplete, or when the local copy is unverified, the copies of every other member are
     /// compared: a missing, older or (if unverified) different copy is replaced by the
-    /// freshest good one. The caller holds the object's lock.
+    /// freshest good one (patched in place when it exists: only its differing blocks are
+    /// copied). The caller holds the object's lock.
     fn ensure_local(&self, view: &View, oid: Oid) -> Result<(), SErr> {
+        self.ensure_local_as(view, oid, false)
+    }
+
+    /// [`ReplicatedStore::ensure_local`]; with `throttled`, what it copies goes through the
+    /// recovery throttle (a rebalance walk asked for it).
+    fn ensure_local_as(&self, view: &View, oid: Oid, throttled: bool) -> Result<(), SErr> {
         let unverified = self.is_unverified(oid);
         if !unverified {
             if self.settled_epoch.load(Ordering::Acquire) == view.epoch {
@@ -1573,12 +1604,8 @@ impl ReplicatedStore {
                 self.count_kept(oid);
             }
             (_, Some(_)) => {
-                let n = self.fetch_replace(view, oid, &infos, mine)?;
-                let mut r = self.reb.lock();
-                r.counters.pulled += 1;
-                r.counters.pulled_bytes += n;
-                drop(r);
-                self.totals.lock().received_bytes += n;
+                let fetched = self.fetch_replace(view, oid, &infos, mine, throttled)?;
+                self.count_fetched(&fetched);
             }
             (_, None) => {} // nobody has it: it does not exist yet
         }
@@ -1594,16 +1621,43 @@ impl ReplicatedStore {
         r.counters.kept_bytes += bytes;
     }
 
-    /// Replaces the local copy of `oid` by the freshest good copy among `infos` (trying the
-    /// next one if a source's copy turns out bad). Returns the data bytes copied. The caller
-    /// holds the object's lock.
+    /// Counts a copy made current by a fetch (whole or patched).
+    fn count_fetched(&self, f: &Fetched) {
+        let mut r = self.reb.lock();
+        r.counters.pulled += 1;
+        r.counters.pulled_bytes += f.bytes;
+        if let Some(p) = f.patched {
+            r.counters.patched += 1;
+            r.counters.patched_blocks += p.blocks;
+            r.counters.saved_bytes += p.saved;
+        }
+        drop(r);
+        self.totals.lock().received_bytes += f.bytes;
+    }
+
+    /// Waits for the recovery throttle to allow `bytes`; `SErr::Epoch` if the epoch moved on
+    /// (or the store stops) meanwhile.
+    fn throttled(&self, bytes: u64, epoch: u64) -> Result<(), SErr> {
+        if self.throttle(usize::try_from(bytes).unwrap_or(usize::MAX), epoch) {
+            Ok(())
+        } else {
+            Err(SErr::Epoch(self.epoch()))
+        }
+    }
+
+    /// Makes the local copy of `oid` the freshest good copy among `infos` (trying the next
+    /// one if a source's copy turns out bad): with `mine` (the local copy exists), by copying
+    /// only the blocks that differ ([`ReplicatedStore::patch_from`]), else or when that does
+    /// not do, by replacing it whole. With `throttled`, what it copies goes through the
+    /// recovery throttle. Returns what was copied. The caller holds the object's lock.
     fn fetch_replace(
         &self,
         view: &View,
         oid: Oid,
         infos: &[(NodeId, CopyInfo)],
         mine: Option<ObjectMeta>,
-    ) -> Result<u64, SErr> {
+        throttled: bool,
+    ) -> Result<Fetched, SErr> {
         let mut left: Vec<(NodeId, CopyInfo)> = infos.to_vec();
         let mut last = String::from("no good copy");
         while let Some((src, _)) = freshest(&left, mine) {
@@ -1611,6 +1665,13 @@ impl ReplicatedStore {
             let Some(addrs) = view.addrs.get(&src) else {
                 continue;
             };
+            if mine.is_some() {
+                match self.patch_from(view, oid, src, addrs, throttled) {
+                    Ok(Some(fetched)) => return Ok(fetched),
+                    Ok(None) => {} // copied whole, from the same source
+                    Err(e) => return Err(self.failed_fetch(oid, e)),
+                }
+            }
             let got =
                 match self
                     .pool
@@ -1628,25 +1689,35 @@ impl ReplicatedStore {
             }
             let (extents, data) =
                 decode_image(&got.body).map_err(|e| SErr::Retry(format!("member {src}: {e}")))?;
+            if throttled {
+                self.throttled(data.len() as u64, view.epoch)?;
+            }
             let version = got.header.value;
-            let res = self.fenced(view.epoch, || {
+            self.fenced(view.epoch, || {
                 self.local.remove(oid)?;
                 self.write_image(oid, &extents, data)?;
                 self.local.set_version(oid, version)?;
                 self.local.sync(&[oid])
-            });
-            match res {
-                Ok(()) => {}
-                Err(SErr::Store(e)) if !matches!(e, Error::NoSpace) => {
-                    self.drop_bad_copy(oid);
-                    return Err(SErr::Store(e));
-                }
-                Err(e) => return Err(e),
-            }
+            })
+            .map_err(|e| self.failed_fetch(oid, e))?;
             tracing::debug!(%oid, from = %src, version, "made the local copy current");
-            return Ok(data.len() as u64);
+            return Ok(Fetched {
+                bytes: data.len() as u64,
+                patched: None,
+            });
         }
         Err(SErr::Retry(format!("cannot make {oid} current: {last}")))
+    }
+
+    /// The error of a fetch that failed while changing the local copy: a copy the store
+    /// failed on (other than for space) is dropped, to be repaired.
+    fn failed_fetch(&self, oid: Oid, e: SErr) -> SErr {
+        if let SErr::Store(err) = &e {
+            if !matches!(err, Error::NoSpace) {
+                self.drop_bad_copy(oid);
+            }
+        }
+        e
     }
 
     /// Repairs the local copy of `oid` from a good copy, in the background.
@@ -1719,10 +1790,10 @@ impl ReplicatedStore {
         if freshest(&infos, None).is_none() {
             return Err("no good copy on another member".into());
         }
-        let n = self
-            .fetch_replace(view, oid, &infos, None)
+        let fetched = self
+            .fetch_replace(view, oid, &infos, None, false)
             .map_err(|e| self.serr_text(e))?;
-        self.totals.lock().received_bytes += n;
+        self.totals.lock().received_bytes += fetched.bytes;
         self.mark_verified(oid);
         self.settle(view.epoch, oid);
         Ok(true)
@@ -1941,7 +2012,8 @@ impl ReplicatedStore {
             Op::Exists | Op::Extents | Op::Allocated => {
                 let _e = self.enter_copy(oid)?;
                 let _g = self.lock_if_unsettled(view.epoch, oid);
-                self.ensure_local(&view, oid)?;
+                let background = req.op == Op::Exists && req.flags & FLAG_BACKGROUND != 0;
+                self.ensure_local_as(&view, oid, background)?;
                 match req.op {
                     Op::Exists => Ok(u64::from(self.local.exists(oid)?)),
                     Op::Allocated => Ok(self.local.allocated(oid)?),
@@ -2081,6 +2153,8 @@ impl ReplicatedStore {
                 self.hold(oid, Duration::from_millis(req.a));
                 Ok(0)
             }
+            Op::Sums => self.serve_sums(oid, req.a, out),
+            Op::Blocks => self.serve_blocks(oid, body, out),
             Op::RebalanceDone => Ok(0),
         }
     }
@@ -2358,20 +2432,11 @@ impl ReplicatedStore {
                 return true; // made current meanwhile (a write or a fetch of this epoch)
             }
             if i_hold {
-                let bytes =
-                    usize::try_from(self.local.allocated(oid).unwrap_or(0)).unwrap_or(usize::MAX);
-                if !self.throttle(bytes, view.epoch) {
-                    return false;
-                }
-                match self.fetch_replace(view, oid, infos, Some(mine.meta)) {
-                    Ok(n) => {
+                match self.fetch_replace(view, oid, infos, Some(mine.meta), true) {
+                    Ok(fetched) => {
                         self.mark_verified(oid);
                         self.settle(view.epoch, oid);
-                        let mut r = self.reb.lock();
-                        r.counters.pulled += 1;
-                        r.counters.pulled_bytes += n;
-                        drop(r);
-                        self.totals.lock().received_bytes += n;
+                        self.count_fetched(&fetched);
                     }
                     Err(SErr::Epoch(_)) => return false,
                     Err(e) => {
@@ -2409,12 +2474,20 @@ impl ReplicatedStore {
                 // Current, or an unverified copy that will find itself current.
                 continue;
             }
+            // A holder with a copy of its own (older, or unverified and different) makes it
+            // current itself, copying only the blocks that differ; one without gets it whole.
+            let refresh = info.state != CopyState::Absent;
             let mut attempt = 0u32;
             loop {
                 if self.superseded(view.epoch) {
                     return false;
                 }
-                match self.push_to(view, t, oid, &mut image) {
+                let push = if refresh {
+                    self.refresh_on(view, t, oid)
+                } else {
+                    self.push_to(view, t, oid, &mut image)
+                };
+                match push {
                     Push::Confirmed => break,
                     // Removed here meanwhile: a removal reached the holders, nothing to move.
                     Push::Gone => return true,
@@ -2452,6 +2525,24 @@ impl ReplicatedStore {
             }
         }
         true
+    }
+
+    /// Asks `to`, which holds a copy of `oid` older than this host's or unverified, to make
+    /// it current itself (the request that makes a holder do so before it answers, flagged
+    /// as background work: the holder throttles what it copies). The holder patches its copy
+    /// with the blocks that differ from the freshest good copy, rather than this host sending
+    /// it the whole object.
+    fn refresh_on(&self, view: &View, to: NodeId, oid: Oid) -> Push {
+        let Some(addrs) = view.addrs.get(&to) else {
+            return Push::Retry("no address".into());
+        };
+        let mut req = self.header(Op::Exists, oid, view.epoch);
+        req.flags = FLAG_BACKGROUND;
+        match self.pool.call(addrs, &req, &[], None) {
+            Ok(r) if r.header.status == Status::Ok => Push::Confirmed,
+            Ok(r) => Push::refused(&r),
+            Err(e) => Push::Retry(e.to_string()),
+        }
     }
 
     /// Stores `oid` on `to` unless it has it at this version or newer (the image and its
@@ -2512,23 +2603,34 @@ impl ReplicatedStore {
                 }
                 Push::Confirmed
             }
-            Ok(r) if r.header.status == Status::NoSpace => Push::Full,
-            Ok(r) => Push::Retry(format!(
-                "{:?}: {}",
-                r.header.status,
-                String::from_utf8_lossy(&r.body)
-            )),
+            Ok(r) => Push::refused(&r),
             Err(e) => Push::Retry(e.to_string()),
         }
     }
 }
 
 enum Push {
+    /// The target has the object at this version or newer (or made its copy current).
     Confirmed,
     Gone,
     /// The target is near full and takes no new copies.
     Full,
     Retry(String),
+}
+
+impl Push {
+    /// What a push or refresh answered with another status than `Ok` means.
+    fn refused(r: &Response) -> Push {
+        if r.header.status == Status::NoSpace {
+            Push::Full
+        } else {
+            Push::Retry(format!(
+                "{:?}: {}",
+                r.header.status,
+                String::from_utf8_lossy(&r.body)
+            ))
+        }
+    }
 }
 
 impl Handler for ReplicatedStore {

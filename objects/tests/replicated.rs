@@ -29,32 +29,50 @@ struct Host {
     member: Member,
 }
 
-/// A memory store whose listing (the start of a rebalance walk) can be held, and whose
-/// removals can be slowed, to open the windows of races deterministically.
+/// A store (memory, unless said) whose listing (the start of a rebalance walk) can be held,
+/// and whose next change can be slowed, to open the windows of races deterministically.
 struct Hooked {
-    inner: MemStore,
+    inner: Arc<dyn ObjectStore>,
+    /// The memory store behind `inner`, if it is one (to damage it).
+    mem: Option<Arc<MemStore>>,
     /// While true, `list` waits.
     hold_list: Mutex<bool>,
     released: Condvar,
-    /// Set: the next removal reports on the sender, then waits for the receiver (at most
-    /// 20 s) before removing.
+    /// Set: the next removal or write reports on the sender, then waits for the receiver (at
+    /// most 20 s) before it is applied.
     #[allow(clippy::type_complexity)]
-    slow_remove: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    slow_change: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
 }
 
 impl Hooked {
     fn new() -> Hooked {
+        let mem = Arc::new(MemStore::new());
+        let mut h = Hooked::on(mem.clone());
+        h.mem = Some(mem);
+        h
+    }
+
+    fn on(inner: Arc<dyn ObjectStore>) -> Hooked {
         Hooked {
-            inner: MemStore::new(),
+            inner,
+            mem: None,
             hold_list: Mutex::new(false),
             released: Condvar::new(),
-            slow_remove: Mutex::new(None),
+            slow_change: Mutex::new(None),
         }
     }
 
     fn hold_walks(&self, hold: bool) {
         *self.hold_list.lock().unwrap() = hold;
         self.released.notify_all();
+    }
+
+    fn maybe_slow(&self) {
+        let slow = self.slow_change.lock().unwrap().take();
+        if let Some((tell, go)) = slow {
+            let _ = tell.send(());
+            let _ = go.recv_timeout(Duration::from_secs(20));
+        }
     }
 }
 
@@ -63,6 +81,7 @@ impl ObjectStore for Hooked {
         self.inner.read(oid, offset, buf)
     }
     fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> sheep_objects::Result<()> {
+        self.maybe_slow();
         self.inner.write(oid, offset, data)
     }
     fn copy(&self, src: Oid, dst: Oid) -> sheep_objects::Result<()> {
@@ -72,11 +91,7 @@ impl ObjectStore for Hooked {
         self.inner.punch(oid, offset, len)
     }
     fn remove(&self, oid: Oid) -> sheep_objects::Result<()> {
-        let slow = self.slow_remove.lock().unwrap().take();
-        if let Some((tell, go)) = slow {
-            let _ = tell.send(());
-            let _ = go.recv_timeout(Duration::from_secs(20));
-        }
+        self.maybe_slow();
         self.inner.remove(oid)
     }
     fn exists(&self, oid: Oid) -> sheep_objects::Result<bool> {
@@ -120,7 +135,11 @@ impl ObjectStore for Hooked {
 }
 
 fn host(i: u8, copies: u8, timeout: Duration) -> Host {
-    let local = Arc::new(Hooked::new());
+    host_on(i, copies, timeout, Hooked::new())
+}
+
+fn host_on(i: u8, copies: u8, timeout: Duration, local: Hooked) -> Host {
+    let local = Arc::new(local);
     let store = ReplicatedStore::new(
         node(i),
         local.clone(),
@@ -707,6 +726,196 @@ fn an_unverified_copy_is_made_current_before_it_is_served() {
     assert_eq!(read(&*c.hosts[2].local, oid, off, 4096), fresh);
 }
 
+/// Host 2 of `c` is recorded as gone: the others go on at a new epoch without it.
+fn host_2_away(c: &mut Cluster) {
+    c.hosts[2].store.suspect_local_data();
+    map_of(c, &[0, 1]);
+}
+
+/// Host 2 of `c` returns; waits until the epoch's rebalancing is complete.
+fn host_2_back(c: &mut Cluster) -> sheep_objects::RecoveryStatus {
+    map_of(c, &[0, 1, 2]);
+    c.wait_complete();
+    let r = c.hosts[2].store.recovery();
+    println!("catch-up of host 2: {r:?}");
+    assert_eq!(r.unverified, 0, "{r:?}");
+    r
+}
+
+/// Every host's local copy of `oid` is host 0's: same version, digest, extents and bytes.
+fn must_be_identical(c: &Cluster, oid: Oid) {
+    let want = c.hosts[0].local.meta(oid).unwrap();
+    let data = read(&*c.hosts[0].local, oid, 0, 4 << 20);
+    let extents = c.hosts[0].local.extents(oid).unwrap();
+    for h in &c.hosts[1..] {
+        assert_eq!(h.local.meta(oid).unwrap(), want, "{oid} on {}", h.member.id);
+        assert!(
+            read(&*h.local, oid, 0, 4 << 20) == data,
+            "{oid} on {}",
+            h.member.id
+        );
+        assert_eq!(
+            h.local.extents(oid).unwrap(),
+            extents,
+            "{oid} on {}",
+            h.member.id
+        );
+    }
+}
+
+#[test]
+fn a_host_back_after_scattered_block_writes_receives_only_those_blocks() {
+    const BLOCK: u64 = 4096;
+    let mut c = Cluster::start(3, 3);
+    // 24 objects of 256 KiB (64 blocks) each.
+    let oids: Vec<Oid> = (0..24).map(|i| Oid::data(Vid(40), i)).collect();
+    for (i, &oid) in oids.iter().enumerate() {
+        let seed = u32::try_from(i).unwrap();
+        c.hosts[i % 3]
+            .store
+            .write(oid, 0, &pattern(64 << 12, seed))
+            .unwrap();
+    }
+    host_2_away(&mut c);
+    // One 4 KiB block of each of 16 objects changes meanwhile.
+    for (i, &oid) in oids.iter().enumerate().take(16) {
+        let seed = 1000 + u32::try_from(i).unwrap();
+        let at = (i as u64 * 5 % 64) * BLOCK;
+        c.hosts[i % 2]
+            .store
+            .write(oid, at, &pattern(4096, seed))
+            .unwrap();
+    }
+    let r = host_2_back(&mut c);
+    for &oid in &oids {
+        must_be_identical(&c, oid);
+    }
+    assert_eq!(
+        (r.received, r.patched, r.patched_blocks),
+        (16, 16, 16),
+        "{r:?}"
+    );
+    assert_eq!(r.kept, 8, "{r:?}");
+    // The blocks, plus a summary of each changed object (64 kinds and hashes of 17 bytes).
+    let blocks = 16 * BLOCK;
+    assert!(
+        r.received_bytes >= blocks && r.received_bytes < blocks + 16 * 1200,
+        "received {} bytes for {blocks} bytes of changed blocks: {r:?}",
+        r.received_bytes
+    );
+    assert!(r.saved_bytes > 16 * (60 << 12), "{r:?}");
+    // Nobody sent whole objects.
+    for h in &c.hosts {
+        let s = h.store.recovery();
+        assert_eq!((s.sent, s.sent_bytes), (0, 0), "{}: {s:?}", h.member.id);
+    }
+}
+
+#[test]
+fn catch_up_punches_holes_zeroes_blocks_and_undoes_a_tentative_write() {
+    catch_up_holes_zeros_and_tentative(|_| Hooked::new());
+}
+
+#[test]
+fn catch_up_patches_a_disk_store_copy_in_place() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    catch_up_holes_zeros_and_tentative(|i| {
+        Hooked::on(Arc::new(
+            sheep_objects::DiskStore::open(dirs[i].path()).unwrap(),
+        ))
+    });
+}
+
+/// While host 2 is away, host 0 punches a block host 2 has, writes zeros over one and into a
+/// hole, and data into a hole; host 2 alone (never acknowledged) punches a block and
+/// overwrites another, in that object and in one the others leave alone.
+fn catch_up_holes_zeros_and_tentative(store: impl Fn(usize) -> Hooked) {
+    const BLOCK: u64 = 4096;
+    let hosts = (0..3u8)
+        .map(|i| host_on(i, 3, Duration::from_secs(20), store(usize::from(i))))
+        .collect();
+    let mut c = Cluster {
+        hosts,
+        epoch: 0,
+        copies: 3,
+    };
+    c.new_epoch();
+    c.wait_complete();
+    let (changed, alone) = (Oid::data(Vid(41), 0), Oid::data(Vid(41), 1));
+    for oid in [changed, alone] {
+        c.hosts[0]
+            .store
+            .write(oid, 0, &pattern(16 << 12, 5))
+            .unwrap();
+    }
+    c.hosts[0].store.sync(&[changed, alone]).unwrap();
+    host_2_away(&mut c);
+    let s = &c.hosts[0].store;
+    s.punch(changed, 3 * BLOCK, BLOCK).unwrap();
+    s.write(changed, 5 * BLOCK, &[0; 4096]).unwrap();
+    s.write(changed, 20 * BLOCK, &pattern(4096, 6)).unwrap();
+    s.write(changed, 30 * BLOCK, &[0; 4096]).unwrap();
+    let away = &c.hosts[2].local;
+    away.punch(changed, 7 * BLOCK, BLOCK).unwrap();
+    away.write(changed, 9 * BLOCK + 100, b"TENTATIVE").unwrap();
+    away.write(alone, 2 * BLOCK, b"TENTATIVE").unwrap();
+    let r = host_2_back(&mut c);
+    for oid in [changed, alone] {
+        must_be_identical(&c, oid);
+    }
+    assert_eq!(r.received, 2, "{r:?}");
+    assert_eq!(r.patched, 2, "{r:?}");
+    // Punched 3, zeroed 5 and 30, fetched 20, 7 and 9; fetched 2 of the other object.
+    assert_eq!(r.patched_blocks, 7, "{r:?}");
+    assert!(
+        r.received_bytes >= 4 * BLOCK && r.received_bytes < 4 * BLOCK + 2048,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn catch_up_copies_whole_objects_when_the_copy_is_missing_damaged_or_mostly_changed() {
+    let mut c = Cluster::start(3, 3);
+    let oids: Vec<Oid> = (0..4).map(|i| Oid::data(Vid(42), i)).collect();
+    for &oid in &oids {
+        c.hosts[0]
+            .store
+            .write(oid, 0, &pattern(64 << 12, 7))
+            .unwrap();
+    }
+    host_2_away(&mut c);
+    let (missing, damaged, rewritten, patched) = (oids[0], oids[1], oids[2], oids[3]);
+    c.hosts[2].local.remove(missing).unwrap();
+    c.hosts[2]
+        .local
+        .mem
+        .as_ref()
+        .unwrap()
+        .corrupt(damaged, 4096 * 40)
+        .unwrap();
+    for &oid in &[missing, damaged, patched] {
+        c.hosts[0]
+            .store
+            .write(oid, 4096, &pattern(4096, 8))
+            .unwrap();
+    }
+    c.hosts[0]
+        .store
+        .write(rewritten, 0, &pattern(40 << 12, 9))
+        .unwrap();
+    let r = host_2_back(&mut c);
+    for &oid in &oids {
+        must_be_identical(&c, oid);
+        c.hosts[2].local.verify(oid).unwrap();
+    }
+    assert_eq!(
+        (r.received, r.patched, r.patched_blocks),
+        (4, 1, 1),
+        "{r:?}"
+    );
+    assert!(r.received_bytes >= 3 * (64 << 12), "{r:?}");
+}
+
 #[test]
 fn check_finds_and_repairs_a_diverged_copy() {
     let c = Cluster::start(3, 3);
@@ -772,6 +981,20 @@ fn writes_during_an_on_demand_fetch_are_kept_when_the_epoch_completes_meanwhile(
     // rebalancing of the epoch completes: a write that host 1 serves during that fetch must
     // not be overwritten by the fetched image. (Seen as blocks reading zeros on one survivor
     // after a host was killed during fio --verify.)
+    write_during_an_on_demand_fetch(true);
+}
+
+#[test]
+fn writes_during_an_on_demand_patch_are_kept_when_the_epoch_completes_meanwhile() {
+    // The same when host 1 patches its copy with the blocks that differ: a write it serves
+    // meanwhile to a block the patch writes must not be overwritten by the fetched block.
+    write_during_an_on_demand_fetch(false);
+}
+
+/// Host 1's copy lacks a change of host 0's; host 1 fetches it on demand (the whole object
+/// if `whole`, else only the changed block), slowed, while the epoch completes and a second
+/// write to the changed block comes.
+fn write_during_an_on_demand_fetch(whole: bool) {
     let mut c = Cluster::start(3, 2);
     // An object of hosts 0 and 1 only: host 2's walk, held back, is what keeps the epoch
     // from completing, and nothing it does touches this object.
@@ -798,17 +1021,17 @@ fn writes_during_an_on_demand_fetch_are_kept_when_the_epoch_completes_meanwhile(
     }
     assert!(!c.hosts[1].store.status().complete);
     // Host 0 applied a write of the new epoch to its copy first (as the writer's own copy
-    // does): host 1's copy is now older than host 0's.
-    c.hosts[0]
-        .local
-        .write(oid, 8192, &pattern(4096, 2))
-        .unwrap();
+    // does): host 1's copy is now older than host 0's. One block of two differs (a patch),
+    // or three of four (the whole object).
+    let blocks = if whole { 3 } else { 1 };
+    let changed = pattern(4096 * blocks, 2);
+    c.hosts[0].local.write(oid, 8192, &changed).unwrap();
     c.hosts[0].local.set_version(oid, c.epoch).unwrap();
-    // The next write makes host 1 fetch host 0's copy; the fetch is slowed before it replaces
+    // The next write makes host 1 fetch host 0's copy; the fetch is slowed before it changes
     // host 1's copy, and the epoch completes meanwhile.
     let (tell, entered) = mpsc::channel();
     let (go, wait) = mpsc::channel();
-    *c.hosts[1].local.slow_remove.lock().unwrap() = Some((tell, wait));
+    *c.hosts[1].local.slow_change.lock().unwrap() = Some((tell, wait));
     let first = {
         let s = c.hosts[0].store.clone();
         std::thread::spawn(move || s.write(oid, 8192, &pattern(4096, 2)))
@@ -825,26 +1048,29 @@ fn writes_during_an_on_demand_fetch_are_kept_when_the_epoch_completes_meanwhile(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    // A second write while host 1's fetch is still under way; it is acknowledged once every
-    // holder applied it, whether host 1 makes it wait for the fetch or not.
+    // A second write, to the block the fetch brings, while host 1's fetch is still under
+    // way; it is acknowledged once every holder applied it, whether host 1 makes it wait for
+    // the fetch or not.
     let second = pattern(4096, 3);
     let write = {
         let s = c.hosts[0].store.clone();
         let d = second.clone();
-        std::thread::spawn(move || s.write(oid, 16384, &d))
+        std::thread::spawn(move || s.write(oid, 8192, &d))
     };
     std::thread::sleep(Duration::from_millis(200));
     go.send(()).unwrap();
     write.join().unwrap().unwrap();
     first.join().unwrap().unwrap();
+    let r = c.hosts[1].store.recovery();
+    assert_eq!(r.patched, u64::from(!whole), "{r:?}");
+    let mut want = vec![(0, pattern(4096, 1)), (8192, second.clone())];
+    if whole {
+        want.push((12288, changed[4096..].to_vec()));
+    }
     for h in &c.hosts[..2] {
-        for (off, data) in [
-            (0, pattern(4096, 1)),
-            (8192, pattern(4096, 2)),
-            (16384, second.clone()),
-        ] {
+        for (off, data) in &want {
             assert!(
-                read(&*h.local, oid, off, 4096) == data,
+                read(&*h.local, oid, *off, data.len()) == *data,
                 "host {} lost the acknowledged write at {off}",
                 h.member.id
             );

@@ -8,6 +8,7 @@
 //! cargo bench -p sheep-tests --bench cluster -- fio           # bench/fio.sh on a 3-host cluster
 //! cargo bench -p sheep-tests --bench cluster -- compare       # local file vs 1 host vs 3 hosts
 //! cargo bench -p sheep-tests --bench cluster -- recovery 2    # recovery figures, 2 GiB of data
+//! cargo bench -p sheep-tests --bench cluster -- recovery 2 catch-up   # the catch-up figures only
 //! ```
 //!
 //! The daemons are the `sheepfs` beside this bench executable: `target/release/sheepfs`, under
@@ -39,7 +40,11 @@
 //! copies made, from the epoch change to every host reporting its recovery complete) when a host
 //! is lost and when a fresh one joins, unthrottled and with `dog node recovery set-throttle 50M`;
 //! 4k random-read IOPS on host 0 (fio, libaio, iodepth 32, direct) before and during each
-//! recovery; and the bytes the catch-up of a host away for 30 s of 4k random writes copied. It
+//! recovery; and the bytes the catch-up of a host away for 30 s of 4k random writes copied (with
+//! `catch-up`, only this; `CATCH_UP_IOPS=N` limits those writes to N per second: unlimited,
+//! fio's random map rewrites most blocks of a small volume in 30 s), and how many objects it
+//! patched with their changed blocks only (a copy with more than half its blocks changed is
+//! copied whole). It
 //! reads `dog node recovery --json` (received_bytes, complete); without it (older daemons) it falls
 //! back to the rebalance figures of `dog cluster info --json` (pushed_bytes, complete) and says so.
 
@@ -61,7 +66,10 @@ fn main() {
         "move" => ns.iter().for_each(|&n| moved(n)),
         "fio" => fio(),
         "compare" => compare::run(),
-        "recovery" => recovery::run(ns.first().map_or(2, |&n| n as u64)),
+        "recovery" => recovery::run(
+            ns.first().map_or(2, |&n| n as u64),
+            args.iter().any(|a| a == "catch-up"),
+        ),
         other => eprintln!("unknown figure {other}"),
     }
 }
@@ -489,7 +497,18 @@ mod recovery {
 
     /// Runs fio on `path` in the background; `join` gives its IOPS.
     fn fio(path: &std::path::Path, rw: &str, secs: u64, size: &str) -> thread::JoinHandle<f64> {
-        let args = vec![
+        fio_rated(path, rw, secs, size, None)
+    }
+
+    /// [`fio`], at most `rate_iops` I/Os per second when set.
+    fn fio_rated(
+        path: &std::path::Path,
+        rw: &str,
+        secs: u64,
+        size: &str,
+        rate_iops: Option<u64>,
+    ) -> thread::JoinHandle<f64> {
+        let mut args = vec![
             "--name=r".to_owned(),
             format!("--filename={}", path.display()),
             format!("--rw={rw}"),
@@ -502,6 +521,9 @@ mod recovery {
             "--time_based".to_owned(),
             "--output-format=json".to_owned(),
         ];
+        if let Some(rate) = rate_iops {
+            args.push(format!("--rate_iops={rate}"));
+        }
         let key = if rw.contains("read") { "read" } else { "write" };
         thread::spawn(move || {
             let out = Command::new("fio").args(&args).output().expect("run fio");
@@ -552,7 +574,8 @@ mod recovery {
         iops: f64,
     }
 
-    pub fn run(gib: u64) {
+    /// With `catch_up_only`, only the catch-up figures (no host lost or joined before).
+    pub fn run(gib: u64, catch_up_only: bool) {
         let mut net = Net::new(4);
         let mut hosts = Host::start_all(&net, ARGS);
         for h in &hosts {
@@ -577,7 +600,8 @@ mod recovery {
         let mut phases: Vec<Phase> = Vec::new();
 
         // A host lost, unthrottled; then a fresh host joins; then, throttled, both again.
-        for throttled in [false, true] {
+        let throttling: &[bool] = if catch_up_only { &[] } else { &[false, true] };
+        for &throttled in throttling {
             if throttled
                 && (source != Source::Recovery
                     || !set_throttle(&hosts.iter().collect::<Vec<_>>(), "50M"))
@@ -640,6 +664,9 @@ mod recovery {
         // hot 256 MiB region of it.
         let away = 1;
         let mut catch_ups = Vec::new();
+        let catch_up_iops = std::env::var("CATCH_UP_IOPS")
+            .ok()
+            .and_then(|v| v.parse().ok());
         for region in [size.clone(), "256M".to_owned()] {
             hosts[away].kill9();
             for (i, h) in hosts.iter().enumerate() {
@@ -647,7 +674,9 @@ mod recovery {
                     h.wait_members(3);
                 }
             }
-            let writes = fio(&path, "randwrite", 30, &region).join().expect("fio");
+            let writes = fio_rated(&path, "randwrite", 30, &region, catch_up_iops)
+                .join()
+                .expect("fio");
             let epoch = hosts[0].epoch().unwrap_or(0);
             let t = Instant::now();
             hosts[away].relaunch(ARGS);
@@ -664,14 +693,18 @@ mod recovery {
             let total = wait_complete(&all, source);
             let returning = state(&hosts[away], source).map_or(0, |(_, b)| b);
             let secs = t.elapsed().as_secs_f64();
-            let kept = hosts[away]
-                .recovery()
-                .and_then(|r| r["kept_bytes"].as_u64())
-                .unwrap_or(0);
+            let rec = hosts[away].recovery().unwrap_or_default();
+            let field = |k: &str| rec[k].as_u64().unwrap_or(0);
+            let kept = field("kept_bytes");
             println!(
-                "recovery: catch-up (writes over {region}): received {:.3} GiB, kept {:.3} GiB found current",
+                "recovery: catch-up (writes over {region}): received {:.3} GiB, kept {:.3} GiB found current; \
+                 {} of {} objects received were patched ({} blocks, {:.3} GiB not copied)",
                 returning as f64 / GIB,
-                kept as f64 / GIB
+                kept as f64 / GIB,
+                field("patched"),
+                field("received"),
+                field("patched_blocks"),
+                field("saved_bytes") as f64 / GIB,
             );
             catch_ups.push((region, writes, secs, total, returning, kept));
         }

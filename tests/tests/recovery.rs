@@ -454,6 +454,18 @@ fn a_host_back_from_a_short_outage_copies_only_what_changed() {
         copied_bytes < before.bytes(),
         "copied {copied_bytes} bytes, as much as was written before the outage: {rec}"
     );
+    // The two rewritten objects are patched with their 256 KiB that changed (not their whole
+    // MiB), the two new ones pushed whole: about what was written during the outage.
+    let patched = u64_field(&rec, "patched");
+    assert!(
+        patched >= 2,
+        "the rewritten objects were not patched: {rec}"
+    );
+    assert!(
+        copied_bytes < changed.bytes() + 64 * KIB,
+        "copied {copied_bytes} bytes for {} bytes written during the outage: {rec}",
+        changed.bytes()
+    );
     // Every host, the returning one first, reads the latest data.
     let unchanged = Fill::new(1, 2..48, MIB);
     let order = [victim, (victim + 1) % 3, (victim + 2) % 3];

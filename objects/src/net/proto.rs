@@ -15,6 +15,7 @@
 //! allocated, and decoders return errors, never panic.
 
 use crate::oid::{Oid, OBJECT_BYTES, OBJECT_SIZE};
+use crate::store::OBJECT_BLOCKS;
 use sheep_p2p::NodeId;
 use std::ops::Range;
 
@@ -36,6 +37,9 @@ pub const FLAG_AS_HOLDER: u8 = 1;
 pub const FLAG_FORCE: u8 = 2;
 /// Flag of [`Op::Write`]: the object exists (it is allocated); never create it.
 pub const FLAG_EXISTING: u8 = 4;
+/// Flag of [`Op::Exists`]: a rebalance walk asks the holder to make its copy current; what the
+/// holder copies for that goes through its recovery throttle.
+pub const FLAG_BACKGROUND: u8 = 8;
 /// Length of one object's answer in a batched [`Op::Have`]: state `u8`, version, digest.
 pub const HAVE_ENTRY: usize = 17;
 
@@ -52,7 +56,8 @@ pub enum Op {
     Punch = 4,
     /// Remove `oid`.
     Remove = 5,
-    /// Does `oid` exist (value 0/1), after the holder made its copy current.
+    /// Does `oid` exist (value 0/1), after the holder made its copy current (throttled with
+    /// [`FLAG_BACKGROUND`]).
     Exists = 6,
     /// Extents of `oid`; body: `(start, end)` pairs of `u64`.
     Extents = 7,
@@ -78,6 +83,15 @@ pub enum Op {
     /// expired, reads and changes of this host's copy are refused with [`Status::Retry`]
     /// (their senders retry), and the hold is answered once those already under way ended.
     Hold = 15,
+    /// What each 4 KiB block of this host's copy of `oid` holds, its data hashed with seed `a`
+    /// (read under the object's lock): value = the copy's version, body = the copy's digest
+    /// `u64`, then [`BlockSums`]. Refused with [`Status::Retry`] while the copy is unverified.
+    Sums = 16,
+    /// The bytes of the listed ranges of `oid` (body: sorted, disjoint `(start, end)` pairs of
+    /// `u64`, as [`decode_extents`] takes them), read under the object's lock: value = the
+    /// copy's version, body = an [`Image`] whose extents are those ranges. Refused with
+    /// [`Status::Retry`] while the copy is unverified.
+    Blocks = 17,
 }
 
 impl Op {
@@ -98,6 +112,8 @@ impl Op {
             13 => Op::RebalanceDone,
             14 => Op::Verify,
             15 => Op::Hold,
+            16 => Op::Sums,
+            17 => Op::Blocks,
             _ => return None,
         })
     }
@@ -411,6 +427,102 @@ pub fn decode_image(body: &[u8]) -> Result<(Vec<Range<u64>>, &[u8]), FrameError>
     Ok((extents, data))
 }
 
+/// What one 4 KiB block of a copy holds (an element of [`BlockSums`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockSum {
+    /// Not allocated: reads as zeros.
+    Hole,
+    /// Allocated, all zeros.
+    Zero,
+    /// Allocated data: its 128-bit hash (with the seed the request gave).
+    Data(u128),
+}
+
+impl BlockSum {
+    /// True if the block reads as zeros (a hole or a block of zeros).
+    pub fn is_zero(&self) -> bool {
+        !matches!(self, BlockSum::Data(_))
+    }
+}
+
+/// The per-block summary of a copy: the body of an [`Op::Sums`] answer.
+///
+/// ```text
+/// count u32 | count x kind u8 (0 hole, 1 zeros, 2 data) | 16-byte hash (u128 LE) per data block
+/// ```
+///
+/// Blocks from `count` to the end of the object are holes, so a sparse object's summary is
+/// small: at most 4 + 1024 x 17 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSums(pub Vec<BlockSum>);
+
+impl BlockSums {
+    /// Encodes the summary, trailing holes left out; `None` if it lists more blocks than an
+    /// object has.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        if self.0.len() > OBJECT_BLOCKS {
+            return None;
+        }
+        let count = self
+            .0
+            .iter()
+            .rposition(|b| *b != BlockSum::Hole)
+            .map_or(0, |i| i + 1);
+        let blocks = &self.0[..count];
+        let data = blocks.iter().filter(|b| !b.is_zero()).count();
+        let mut out = Vec::with_capacity(4 + count + data * 16);
+        out.extend_from_slice(&u32::try_from(count).ok()?.to_le_bytes());
+        out.extend(blocks.iter().map(|b| match b {
+            BlockSum::Hole => 0u8,
+            BlockSum::Zero => 1,
+            BlockSum::Data(_) => 2,
+        }));
+        for b in blocks {
+            if let BlockSum::Data(h) = b {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        Some(out)
+    }
+
+    /// Decodes and validates a summary: one entry per block of an object (trailing holes
+    /// filled in).
+    pub fn decode(body: &[u8]) -> Result<BlockSums, FrameError> {
+        if body.len() < 4 {
+            return Err(FrameError::Malformed("block count"));
+        }
+        let count = usize::try_from(u32_at(body, 0))
+            .ok()
+            .filter(|c| *c <= OBJECT_BLOCKS)
+            .ok_or(FrameError::Malformed("block count"))?;
+        let kinds = body
+            .get(4..4 + count)
+            .ok_or(FrameError::Malformed("truncated block kinds"))?;
+        let data = kinds.iter().filter(|k| **k == 2).count();
+        if body.len() != 4 + count + data * 16 {
+            return Err(FrameError::Malformed(
+                "summary length differs from its kinds",
+            ));
+        }
+        let mut hashes = body[4 + count..].chunks_exact(16);
+        let mut out = Vec::with_capacity(OBJECT_BLOCKS);
+        for k in kinds {
+            out.push(match k {
+                0 => BlockSum::Hole,
+                1 => BlockSum::Zero,
+                2 => {
+                    let mut h = [0u8; 16];
+                    h.copy_from_slice(hashes.next().ok_or(FrameError::Malformed("hashes"))?);
+                    BlockSum::Data(u128::from_le_bytes(h))
+                }
+                _ => return Err(FrameError::Malformed("block kind")),
+            });
+        }
+        out.resize(OBJECT_BLOCKS, BlockSum::Hole);
+        Ok(BlockSums(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +574,34 @@ mod tests {
         assert_eq!(Image::decode(&[0, 0, 0, 0]).unwrap(), Image::default());
     }
 
+    #[test]
+    fn block_sums_round_trip_without_their_trailing_holes() {
+        let mut sums = vec![BlockSum::Hole; OBJECT_BLOCKS];
+        sums[0] = BlockSum::Data(u128::MAX - 7);
+        sums[2] = BlockSum::Zero;
+        sums[9] = BlockSum::Data(42);
+        let sums = BlockSums(sums);
+        let enc = sums.encode().unwrap();
+        assert_eq!(enc.len(), 4 + 10 + 2 * 16);
+        assert_eq!(BlockSums::decode(&enc).unwrap(), sums);
+        let empty = BlockSums(vec![BlockSum::Hole; OBJECT_BLOCKS]);
+        assert_eq!(empty.encode().unwrap(), vec![0, 0, 0, 0]);
+        assert_eq!(BlockSums::decode(&[0, 0, 0, 0]).unwrap(), empty);
+        // Truncated, a bad kind, a count past the object, a hash too many.
+        assert!(BlockSums::decode(&enc[..enc.len() - 1]).is_err());
+        let mut bad = enc.clone();
+        bad[5] = 3;
+        assert!(BlockSums::decode(&bad).is_err());
+        let too_many = u32::try_from(OBJECT_BLOCKS + 1).unwrap().to_le_bytes();
+        assert!(BlockSums::decode(&too_many).is_err());
+        let mut long = enc;
+        long.extend_from_slice(&[0; 16]);
+        assert!(BlockSums::decode(&long).is_err());
+        assert!(BlockSums(vec![BlockSum::Zero; OBJECT_BLOCKS + 1])
+            .encode()
+            .is_none());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -474,6 +614,7 @@ mod tests {
             let _ = Image::decode(&bytes);
             let _ = decode_extents(&bytes);
             let _ = decode_u64s(&bytes);
+            let _ = BlockSums::decode(&bytes);
         }
 
         #[test]

@@ -198,6 +198,15 @@ pub fn recovery(r: &RecoveryInfo) -> String {
         format_size(r.kept_bytes)
     );
     field(&mut out, "Catch-up", &catch_up);
+    if r.patched > 0 {
+        let delta = format!(
+            "{} received by their changed blocks only ({} blocks, {} not copied)",
+            r.patched,
+            r.patched_blocks,
+            format_size(r.saved_bytes)
+        );
+        field(&mut out, "Patched", &delta);
+    }
     if r.repaired > 0 {
         field(
             &mut out,
@@ -404,6 +413,17 @@ mod tests {
         );
         assert!(out.contains("10 copied (40 MiB)"), "{out}");
         assert!(out.contains("Throttle:       100 MiB/s"), "{out}");
+        assert!(!out.contains("Patched"), "{out}");
+        let patched = recovery(&RecoveryInfo {
+            patched: 3,
+            patched_blocks: 12,
+            saved_bytes: 12 << 20,
+            ..r.clone()
+        });
+        assert!(
+            patched.contains("Patched:        3 received by their changed blocks only (12 blocks, 12 MiB not copied)"),
+            "{patched}"
+        );
         assert_eq!(
             throttle(None),
             "Recovery throttle of this host: off (unthrottled)\n"
