@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 pub use service::AdminService;
 pub use size::{format_size, parse_size};
 pub use wire::{
-    CheckBatch, ClusterInfo, EpochInfo, ForceInfo, MemberSummary, NodeInfo, RebalanceInfo,
-    RecoveryInfo, Reply, Request, VdiInfo, WaitingInfo, WireError, ADMIN_KIND, ADMIN_MAGIC,
-    MAX_FRAME,
+    CheckBatch, ClusterInfo, EpochInfo, ForceInfo, MemberSummary, MemoryInfo, NodeInfo,
+    RebalanceInfo, RecoveryInfo, Reply, Request, VdiInfo, WaitingInfo, WireError, ADMIN_KIND,
+    ADMIN_MAGIC, MAX_FRAME,
 };

@@ -111,6 +111,9 @@ pub enum Request {
         /// Most objects to check in this request.
         max: u32,
     },
+    /// The memory of the node that serves the socket: its cache size, the I/O buffers in use
+    /// and the process's resident memory (`dog node info`); answered with [`Reply::Memory`].
+    NodeMemory,
 }
 
 /// A successful answer of the daemon.
@@ -130,6 +133,8 @@ pub enum Reply {
     Recovery(RecoveryInfo),
     /// The answer to [`Request::Check`].
     Check(CheckBatch),
+    /// The answer to [`Request::NodeMemory`].
+    Memory(MemoryInfo),
 }
 
 /// One VDI or snapshot.
@@ -174,6 +179,40 @@ pub struct NodeInfo {
     pub free: u64,
     /// Number of VDIs (snapshots included).
     pub vdis: u32,
+}
+
+/// The memory of one node (`dog node info`), in bytes unless said otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    /// `--cache-size`: the memory the daemon may spend on I/O buffers.
+    pub cache_size: u64,
+    /// FUSE worker threads (fewer than `--threads` when their buffers would not fit).
+    pub fuse_threads: u32,
+    /// Largest FUSE request.
+    pub max_write: u32,
+    /// The FUSE threads' receive buffers: `fuse_threads x (max_write + 4 KiB)`.
+    pub fuse_buffers: u64,
+    /// The budget of the other I/O buffers: `cache_size - fuse_buffers`.
+    pub io_budget: u64,
+    /// Bytes of I/O buffers in use now.
+    pub in_use: u64,
+    /// Bytes of idle I/O buffers kept for reuse.
+    pub cached: u64,
+    /// The most bytes of I/O buffers ever held (in use and kept) at once.
+    pub peak: u64,
+    /// Requests that waited for room in the budget.
+    pub waits: u64,
+    /// Requests that took their buffers without room in the budget: nested in a request that
+    /// holds buffers already, or a response body that waited long enough.
+    pub overdrafts: u64,
+    /// Requests larger than the whole budget, served alone.
+    pub oversized: u64,
+    /// Data-channel requests answered "retry" for lack of room.
+    pub refused: u64,
+    /// Resident memory of the daemon now (`VmRSS`).
+    pub vm_rss: u64,
+    /// The most resident memory of the daemon so far (`VmHWM`).
+    pub vm_hwm: u64,
 }
 
 /// The cluster as seen by the node that serves the socket.
@@ -404,6 +443,7 @@ mod tests {
             (Request::ClusterInfo, 9),
             (Request::ClusterRecoverForce, 10),
             (Request::NodeRecovery, 11),
+            (Request::NodeMemory, 14),
         ];
         for (req, index) in cases {
             assert_eq!(to_bytes(&req, 64).unwrap(), index.to_le_bytes());
@@ -454,6 +494,16 @@ mod tests {
                 patched_blocks: 3,
                 saved_bytes: 4 << 20,
                 ..RecoveryInfo::default()
+            }),
+            Reply::Memory(MemoryInfo {
+                cache_size: 48 << 20,
+                fuse_threads: 32,
+                max_write: 1 << 20,
+                fuse_buffers: 32 * ((1 << 20) + 4096),
+                io_budget: 16 << 20,
+                peak: 12 << 20,
+                vm_hwm: 90 << 20,
+                ..MemoryInfo::default()
             }),
             Reply::Check(CheckBatch {
                 total: 9,

@@ -1,8 +1,8 @@
 //! Runs the built `dog` binary against an in-test admin server with a fake service.
 
 use sheep_admin::{
-    AdminService, CheckBatch, Client, ClusterInfo, ForceInfo, NodeInfo, RecoveryInfo, Reply,
-    Request, VdiInfo, WaitingInfo, WireError,
+    AdminService, CheckBatch, Client, ClusterInfo, ForceInfo, MemoryInfo, NodeInfo, RecoveryInfo,
+    Reply, Request, VdiInfo, WaitingInfo, WireError,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,6 +26,7 @@ impl AdminService for FakeService {
         match req {
             Request::VdiList | Request::VdiTree => Ok(Reply::VdiList(vdis())),
             Request::NodeInfo => Ok(Reply::NodeInfo(node())),
+            Request::NodeMemory => Ok(Reply::Memory(memory())),
             Request::ClusterInfo => Ok(Reply::ClusterInfo(cluster())),
             Request::VdiDelete { name, .. } if name == "missing" => Err(WireError::NotFound(name)),
             Request::VdiCreate { name, .. } if name == "taken" => Err(WireError::Exists(name)),
@@ -130,6 +131,20 @@ fn node() -> NodeInfo {
         used: 1 << 30,
         free: 99 << 30,
         vdis: 2,
+    }
+}
+
+fn memory() -> MemoryInfo {
+    MemoryInfo {
+        cache_size: 48 << 20,
+        fuse_threads: 32,
+        max_write: 1 << 20,
+        fuse_buffers: 32 * ((1 << 20) + 4096),
+        io_budget: (48 << 20) - 32 * ((1 << 20) + 4096),
+        peak: 10 << 20,
+        vm_rss: 70 << 20,
+        vm_hwm: 90 << 20,
+        ..MemoryInfo::default()
     }
 }
 
@@ -279,6 +294,26 @@ fn every_json_listing_parses() {
     assert_eq!(members, cluster().members);
     let out = d.dog(&["node", "list"]);
     assert!(stdout(&out).contains("node-1") && stdout(&out).contains("sequencer"));
+}
+
+#[test]
+fn node_info_shows_the_node_and_its_memory() {
+    let d = Daemon::must_start();
+    let out = d.dog(&["node", "info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("node-1"), "{text}");
+    assert!(text.contains("Cache size:     48 MiB"), "{text}");
+    assert!(
+        text.contains("Resident:       70 MiB (peak 90 MiB)"),
+        "{text}"
+    );
+    assert_eq!(d.last_request(), Request::NodeMemory);
+    let out = d.dog(&["node", "info", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["node_id"], "node-1");
+    assert_eq!(json["memory"]["cache_size"], 48 << 20);
+    assert_eq!(json["memory"]["vm_hwm"], 90 << 20);
 }
 
 #[test]

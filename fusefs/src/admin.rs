@@ -5,6 +5,7 @@
 //! the mount through the FUSE [`Notifier`], so cached sizes, data and names do not linger.
 
 use crate::config::MAX_COPIES;
+use crate::memory::MemorySource;
 use fuser::{INodeNo, Notifier};
 use sheep_admin::{
     AdminService, CheckBatch, ClusterInfo, EpochInfo, ForceInfo, MemberSummary, NodeInfo,
@@ -43,6 +44,7 @@ pub struct NodeService {
     node: NodeIdentity,
     notifier: OnceLock<Notifier>,
     cluster: OnceLock<Arc<ClusterInfoSource>>,
+    memory: OnceLock<MemorySource>,
 }
 
 /// Where `dog cluster info` and `dog node list` get the cluster's state from.
@@ -205,6 +207,21 @@ impl NodeService {
             node,
             notifier: OnceLock::new(),
             cluster: OnceLock::new(),
+            memory: OnceLock::new(),
+        }
+    }
+
+    /// Answers the memory part of `dog node info` from now on.
+    pub fn set_memory(&self, source: MemorySource) {
+        let _ = self.memory.set(source);
+    }
+
+    fn memory(&self) -> Result<Reply, WireError> {
+        match self.memory.get() {
+            Some(m) => Ok(Reply::Memory(m.info())),
+            None => Err(WireError::Invalid(
+                "this node reports no memory budget".into(),
+            )),
         }
     }
 
@@ -440,6 +457,7 @@ impl NodeService {
             Request::ClusterRecoverForce
             | Request::NodeRecovery
             | Request::SetRecoveryThrottle { .. }
+            | Request::NodeMemory
             | Request::Check { .. } => Err(Error::Invalid("not a pool request".into())),
         }
     }
@@ -455,10 +473,12 @@ impl AdminService for NodeService {
                 | Request::NodeInfo
                 | Request::ClusterInfo
                 | Request::NodeRecovery
+                | Request::NodeMemory
                 | Request::Check { repair: false, .. }
         );
         let res = match req {
             Request::ClusterRecoverForce => self.recover_force(),
+            Request::NodeMemory => self.memory(),
             Request::NodeRecovery => self.recovery(),
             Request::SetRecoveryThrottle { bytes_per_sec } => self.set_throttle(bytes_per_sec),
             Request::Check {

@@ -3,6 +3,7 @@
 //! default. `examples/sheep.toml` lists every key with its default.
 
 use crate::error::{Error, Result};
+use crate::memory::{DEFAULT_CACHE_SIZE, MIN_CACHE_SIZE};
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 use tracing::warn;
@@ -46,8 +47,13 @@ pub struct DaemonConfig {
     pub copies: u8,
     /// Cluster name; clusters with different names ignore each other.
     pub cluster: String,
-    /// FUSE worker threads (they also do the blocking disk I/O).
+    /// FUSE worker threads (they also do the blocking disk I/O); fewer when their receive
+    /// buffers would take more than three quarters of `cache-size`.
     pub threads: usize,
+    /// Memory budget of the I/O buffers in bytes (in the file, a size such as `"256M"` or a
+    /// number of bytes); see [`crate::memory`].
+    #[serde(deserialize_with = "size")]
+    pub cache_size: u64,
     /// Seconds without a word from a host before it is considered failed.
     pub failure_timeout: u64,
     /// Seconds an I/O (or a metadata change) waits for unreachable copies, a lagging epoch or
@@ -79,6 +85,7 @@ impl Default for DaemonConfig {
             cluster: DEFAULT_CLUSTER.to_owned(),
             threads: DEFAULT_THREADS,
             store_reserve: None,
+            cache_size: DEFAULT_CACHE_SIZE,
             fault_file: None,
         }
     }
@@ -110,6 +117,15 @@ impl DaemonConfig {
         }
         if !(1..=3600).contains(&self.io_timeout) {
             return Err(config_err("--io-timeout", "must be 1..=3600 seconds"));
+        }
+        if self.cache_size < MIN_CACHE_SIZE {
+            return Err(config_err(
+                "--cache-size",
+                format!(
+                    "must be at least {}",
+                    sheep_admin::format_size(MIN_CACHE_SIZE)
+                ),
+            ));
         }
         if self.cluster.is_empty() || self.cluster.len() > 64 {
             return Err(config_err("--cluster", "must be 1 to 64 bytes"));
@@ -198,6 +214,7 @@ mod tests {
         assert_eq!((c.copies, c.threads, c.mdns), (3, 32, true));
         assert_eq!(c.cluster, "sheepdog");
         assert_eq!((c.failure_timeout, c.io_timeout), (3, 30));
+        assert_eq!(c.cache_size, 256 << 20);
         assert!(valid().validate().is_ok());
     }
 
@@ -210,6 +227,15 @@ mod tests {
         assert_eq!(c.store_reserve, Some(32 << 20));
         assert!(DaemonConfig::from_toml("store-reserve = \"lots\"\n").is_err());
         assert!(DaemonConfig::from_toml("store-reserve = -1\n").is_err());
+    }
+
+    #[test]
+    fn the_cache_size_is_a_human_size_or_bytes_in_the_file() {
+        let c = DaemonConfig::from_toml("cache-size = \"64M\"\n").unwrap();
+        assert_eq!(c.cache_size, 64 << 20);
+        let c = DaemonConfig::from_toml("cache-size = 33554432\n").unwrap();
+        assert_eq!(c.cache_size, 32 << 20);
+        assert!(DaemonConfig::from_toml("cache-size = \"lots\"\n").is_err());
     }
 
     #[test]
@@ -233,6 +259,10 @@ mod tests {
             },
             DaemonConfig {
                 io_timeout: 0,
+                ..valid()
+            },
+            DaemonConfig {
+                cache_size: (16 << 20) - 1,
                 ..valid()
             },
             DaemonConfig::default(),

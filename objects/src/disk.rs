@@ -93,6 +93,7 @@
 //! since the last sync. [`ObjectStore::put_atomic`] writes a temporary file, syncs it, renames
 //! it over the object and syncs the directory, so a crash leaves the old or the new content.
 
+use crate::budget::{Buf, MemBudget};
 use crate::error::{Error, Result};
 use crate::oid::{ObjectKind, Oid, OBJECT_SIZE};
 use crate::placement::mix64;
@@ -113,8 +114,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 const MARKER: &str = "sheepfs-store v2\n";
@@ -138,6 +139,8 @@ const BLOCK: u64 = BLOCK_BYTES as u64;
 const FD_CACHE: usize = 1024;
 const FD_SHARDS: usize = 16;
 const COPY_CHUNK: usize = 1 << 20;
+/// How long a copy or check buffer waits for room in the memory budget.
+const CHUNK_PATIENCE: Duration = Duration::from_secs(1);
 /// Largest single `pwrite` into an object file. Linux ext4 backs a large buffered write with
 /// a large folio, and every later small write into that folio walks all of its buffer heads
 /// (measured: 4k random writes after a 4 MiB-write fill ran at a third of the speed they reach
@@ -203,6 +206,8 @@ pub struct DiskStore {
     /// Objects and blocks the last `open` re-stamped.
     rescrubbed: (u64, u64),
     tmp_seq: AtomicU64,
+    /// Where the copy and verify buffers come from, once set ([`DiskStore::set_budget`]).
+    budget: OnceLock<Arc<MemBudget>>,
 }
 
 /// The intent logs: which data objects may have a write in flight (see the module docs).
@@ -480,6 +485,20 @@ fn read_boot_id() -> Option<String> {
 }
 
 impl DiskStore {
+    /// Takes the buffers of copies and checks from `budget` from now on (set once).
+    pub fn set_budget(&self, budget: Arc<MemBudget>) {
+        let _ = self.budget.set(budget);
+    }
+
+    /// A buffer of [`COPY_CHUNK`] bytes, from the budget if one is set; it waits for room at
+    /// most [`CHUNK_PATIENCE`], since its caller may hold locks the budget's holders wait for.
+    fn chunk_buf(&self) -> Buf {
+        match self.budget.get() {
+            Some(b) => b.buf_within(COPY_CHUNK, CHUNK_PATIENCE),
+            None => Buf::from(vec![0u8; COPY_CHUNK]),
+        }
+    }
+
     /// Opens (creating if empty or missing) the store at `root`, re-stamping checksums first
     /// if it was not closed cleanly (see the module docs).
     pub fn open(root: &Path) -> Result<DiskStore> {
@@ -535,6 +554,7 @@ impl DiskStore {
             abandon: AtomicBool::new(true),
             rescrubbed: (0, 0),
             tmp_seq: AtomicU64::new(0),
+            budget: OnceLock::new(),
         };
         store.remove_temporaries()?;
         let clean_path = root.join(CLEAN_FILE);
@@ -915,7 +935,7 @@ impl DiskStore {
         let w = self.intent.enter();
         let to = self.file(dst, Some(&w))?;
         self.intent.record(&w, dst, Some(&to))?;
-        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut buf = self.chunk_buf();
         let mut crcs = [0u8; CRCS_LEN];
         // A chunk at a time, its data and checksums under its locks (a writer of the source
         // waits for one chunk at most).
@@ -957,7 +977,7 @@ impl DiskStore {
         }
         self.remove(dst)?;
         self.write(dst, 0, &[])?;
-        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut buf = self.chunk_buf();
         for r in ext {
             let end = if is_data(dst) {
                 r.end.min(OBJECT_SIZE)
@@ -1258,7 +1278,7 @@ impl ObjectStore for DiskStore {
         let w = self.intent.enter();
         let to = self.file(dst, Some(&w))?;
         let len = from.file.metadata().map_err(|e| Error::io(src, e))?.len();
-        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut buf = self.chunk_buf();
         for ext in data_extents(&from.file, src, 0, u64::MAX)? {
             let mut pos = ext.start;
             while pos < ext.end {
@@ -1497,7 +1517,7 @@ impl ObjectStore for DiskStore {
             return read_whole(&f.file, oid).map(drop);
         }
         read_header(&f.file, oid)?;
-        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut buf = self.chunk_buf();
         let per = (COPY_CHUNK / BLOCK_BYTES) as u64;
         for b in (0..OBJECT_BLOCKS as u64).step_by(us(per)) {
             self.read_blocks(&f, oid, b, &mut buf)?;
@@ -1608,6 +1628,21 @@ mod tests {
         flip(&s, obj(2), OBJECT_SIZE);
         assert!(corrupt(read(&s, obj(2), 0, 1)));
         assert!(corrupt(s.meta(obj(2))));
+    }
+
+    #[test]
+    fn copy_and_verify_buffers_come_from_the_budget_once_set() {
+        let d = tempfile::tempdir().unwrap();
+        let s = DiskStore::open_as(d.path(), BOOT_A).unwrap();
+        let budget = crate::MemBudget::new(8 << 20);
+        s.set_budget(budget.clone());
+        let p = pattern(3 << 20, 5);
+        s.write(obj(1), 0, &p).unwrap();
+        s.copy(obj(1), obj(2)).unwrap();
+        s.verify(obj(2)).unwrap();
+        assert_eq!(read(&s, obj(2), 0, 3 << 20).unwrap(), p);
+        let st = budget.stats();
+        assert_eq!((st.in_use, st.peak), (0, COPY_CHUNK as u64), "{st:?}");
     }
 
     #[test]

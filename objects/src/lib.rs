@@ -6,9 +6,11 @@
 //! keeps them in memory, and both pass the one conformance suite in [`conformance`].
 //! [`placement`] names the hosts holding each data object (consistent hashing),
 //! [`ReplicatedStore`] keeps data objects on those hosts over the data channel ([`net`], plain
-//! TCP). This crate depends only on `sheep-p2p`.
+//! TCP). [`budget`] bounds the memory of the I/O buffers. This crate depends only on
+//! `sheep-p2p`.
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod conformance;
 pub mod deadline;
 pub mod disk;
@@ -21,6 +23,7 @@ pub mod placement;
 pub mod replicated;
 pub mod store;
 
+pub use budget::{BudgetStats, Buf, MemBudget};
 pub use disk::DiskStore;
 pub use error::{Error, Result};
 pub use faulty::FaultyStore;

@@ -52,11 +52,12 @@
 //!   it cannot reach a quorum of the cluster (the minority side of a partition) and fail with
 //!   an I/O error after `io_timeout`.
 
+use crate::budget::{Buf, MemBudget};
 use crate::error::{Error, Result};
 use crate::net::client::{NetError, Pool, Response};
 use crate::net::proto::{
-    decode_extents, decode_image, decode_u64s, encode_u64s, in_object, Image, Op, ReqHeader,
-    Status, FLAG_AS_HOLDER, FLAG_BACKGROUND, FLAG_EXISTING, FLAG_FORCE, HAVE_ENTRY, MAX_EXTENTS,
+    decode_extents, decode_image, decode_u64s, encode_u64s, in_object, Op, ReqHeader, Status,
+    FLAG_AS_HOLDER, FLAG_BACKGROUND, FLAG_EXISTING, FLAG_FORCE, HAVE_ENTRY, MAX_BODY, MAX_EXTENTS,
 };
 use crate::net::server::{Handler, Reply, Server};
 use crate::oid::{ObjectKind, Oid, Vid, OBJECT_BYTES};
@@ -125,6 +126,9 @@ pub struct ReplicaConfig {
     /// Free space below which this host takes no new objects nor new copies; `None`: 2% of
     /// the store's capacity, at least 16 MiB and at most 4 GiB.
     pub reserve: Option<u64>,
+    /// The memory budget that the data channel's bodies (both sides) and the object images
+    /// read for a fetch or a push are taken from (see [`crate::budget`]).
+    pub budget: Arc<MemBudget>,
 }
 
 impl Default for ReplicaConfig {
@@ -132,6 +136,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             io_timeout: Duration::from_secs(30),
             reserve: None,
+            budget: MemBudget::new(crate::budget::DEFAULT_LIMIT),
         }
     }
 }
@@ -471,7 +476,7 @@ impl From<Error> for SErr {
 
 /// One holder's answer, as the requesting side sees it.
 enum Outcome {
-    Ok(u64, Vec<u8>),
+    Ok(u64, Buf),
     /// Final: the operation failed.
     Fail(Error),
     /// This holder's copy is bad (checksum or I/O error; for a change, it dropped its copy):
@@ -611,7 +616,7 @@ impl ReplicatedStore {
             me,
             local,
             copies,
-            pool: Pool::new(cfg.io_timeout),
+            pool: Pool::new(cfg.io_timeout, cfg.budget.clone()),
             cfg,
             view: RwLock::new(Arc::new(view)),
             epoch_now: Mutex::new(0),
@@ -665,7 +670,7 @@ impl ReplicatedStore {
 
     /// Serves the data channel on `listener` (background threads).
     pub fn serve(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        let server = Server::spawn(listener, self.clone())?;
+        let server = Server::spawn(listener, self.clone(), self.cfg.budget.clone())?;
         if let Some(old) = self.server.lock().replace(server) {
             old.shutdown();
         }
@@ -834,10 +839,12 @@ impl ReplicatedStore {
             return Ok(report);
         }
         let body = if src == self.me {
+            // The buffer before the lock (holders of the budget may wait for the lock), and
+            // not for longer than a moment (the copies are held, for a lease).
+            let mut body = self.cfg.budget.vec_within(MAX_BODY, Duration::from_secs(1));
             let _g = self.locks.lock(oid);
-            self.read_image(oid)?
-                .encode()
-                .ok_or(SErr::Store(Error::CorruptObject(oid)))?
+            self.read_image_into(oid, body.vec_mut())?;
+            body
         } else {
             let addrs = view.addrs.get(&src).map(Vec::as_slice).unwrap_or(&[]);
             let r = self
@@ -872,11 +879,11 @@ impl ReplicatedStore {
         h: NodeId,
         req: &ReqHeader,
         body: &[u8],
-    ) -> Result<(Status, u64, Vec<u8>), SErr> {
+    ) -> Result<(Status, u64, Buf), SErr> {
         if h == self.me {
             let mut out = Vec::new();
             let reply = self.handle_req(req, body, &mut out);
-            return Ok((reply.status, reply.value, out));
+            return Ok((reply.status, reply.value, Buf::from(out)));
         }
         let addrs = view.addrs.get(&h).map(Vec::as_slice).unwrap_or(&[]);
         let r = self
@@ -1234,7 +1241,7 @@ impl ReplicatedStore {
         h
     }
 
-    fn outcome(&self, oid: Oid, sent_epoch: u64, reply: Reply, body: Vec<u8>) -> Outcome {
+    fn outcome(&self, oid: Oid, sent_epoch: u64, reply: Reply, body: Buf) -> Outcome {
         let msg = || String::from_utf8_lossy(&body).into_owned();
         match reply.status {
             Status::Ok => Outcome::Ok(reply.value, body),
@@ -1303,7 +1310,7 @@ impl ReplicatedStore {
                     req.epoch = view.epoch;
                     let mut out = Vec::new();
                     let reply = self.handle_req(&req, body, &mut out);
-                    outcomes.push(self.outcome(req.oid, view.epoch, reply, out));
+                    outcomes.push(self.outcome(req.oid, view.epoch, reply, Buf::from(out)));
                 }
             }
             for (req_oid, c) in calls {
@@ -1360,7 +1367,7 @@ impl ReplicatedStore {
         &self,
         oid: Oid,
         mut one: impl FnMut(&View, NodeId) -> Outcome,
-    ) -> Result<(u64, Vec<u8>)> {
+    ) -> Result<(u64, Buf)> {
         let deadline = crate::deadline::within(self.cfg.io_timeout);
         let mut attempt = 0u32;
         loop {
@@ -1406,13 +1413,13 @@ impl ReplicatedStore {
     }
 
     /// A small query (exists, extents, allocated) answered by one holder.
-    fn ask(&self, op: Op, oid: Oid) -> Result<(u64, Vec<u8>)> {
+    fn ask(&self, op: Op, oid: Oid) -> Result<(u64, Buf)> {
         self.try_holders(oid, |view, h| {
             let req = self.header(op, oid, view.epoch);
             if h == self.me {
                 let mut out = Vec::new();
                 let reply = self.handle_req(&req, &[], &mut out);
-                return self.outcome(oid, view.epoch, reply, out);
+                return self.outcome(oid, view.epoch, reply, Buf::from(out));
             }
             match view.addrs.get(&h) {
                 Some(addrs) => {
@@ -1820,8 +1827,9 @@ impl ReplicatedStore {
         Ok(())
     }
 
-    /// Reads the local copy's data extents (coalesced if there are too many to send).
-    fn read_image(&self, oid: Oid) -> Result<Image> {
+    /// Reads the local copy's data extents (coalesced if there are too many to send) into
+    /// `out` as an encoded image (see [`crate::net::proto::Image`]), the bytes read in place.
+    fn read_image_into(&self, oid: Oid, out: &mut Vec<u8>) -> Result<()> {
         if !self.local.exists(oid)? {
             return Err(Error::NotFound(oid));
         }
@@ -1831,19 +1839,37 @@ impl ReplicatedStore {
             extents.clear();
             extents.push(s..e);
         }
+        self.read_ranges_into(oid, &extents, out)
+    }
+
+    /// Reads `extents` of the local copy of `oid` into `out` as an encoded image (see
+    /// [`crate::net::proto::Image`]), the bytes read in place.
+    pub(crate) fn read_ranges_into(
+        &self,
+        oid: Oid,
+        extents: &[std::ops::Range<u64>],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let total: u64 = extents.iter().map(|r| r.end - r.start).sum();
         let total = usize::try_from(total).map_err(|_| Error::CorruptObject(oid))?;
-        if total > OBJECT_BYTES {
+        if total > OBJECT_BYTES || extents.len() > MAX_EXTENTS {
             return Err(Error::CorruptObject(oid));
         }
-        let mut data = vec![0u8; total];
-        let mut at = 0usize;
-        for r in &extents {
+        let count = u32::try_from(extents.len()).map_err(|_| Error::CorruptObject(oid))?;
+        out.clear();
+        out.extend_from_slice(&count.to_le_bytes());
+        for r in extents {
+            out.extend_from_slice(&r.start.to_le_bytes());
+            out.extend_from_slice(&(r.end - r.start).to_le_bytes());
+        }
+        let mut at = out.len();
+        out.resize(at + total, 0);
+        for r in extents {
             let len = usize::try_from(r.end - r.start).map_err(|_| Error::CorruptObject(oid))?;
-            self.local.read(oid, r.start, &mut data[at..at + len])?;
+            self.local.read(oid, r.start, &mut out[at..at + len])?;
             at += len;
         }
-        Ok(Image { extents, data })
+        Ok(())
     }
 
     fn serve_read(&self, epoch: u64, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<(), SErr> {
@@ -2120,16 +2146,18 @@ impl ReplicatedStore {
                     Ok(m) => m.version,
                     Err(e) => return Err(e.into()),
                 };
-                let img = match self.read_image(oid) {
-                    Ok(img) => img,
+                match self.read_image_into(oid, out) {
+                    Ok(()) => Ok(version),
                     Err(e @ (Error::CorruptObject(_) | Error::Io { .. })) => {
+                        out.clear();
                         self.spawn_repair(oid);
-                        return Err(e.into());
+                        Err(e.into())
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                *out = img.encode().ok_or(SErr::Store(Error::CorruptObject(oid)))?;
-                Ok(version)
+                    Err(e) => {
+                        out.clear();
+                        Err(e.into())
+                    }
+                }
             }
             Op::Verify => {
                 let _g = self.locks.lock(oid);
@@ -2461,7 +2489,7 @@ impl ReplicatedStore {
             self.count_kept(oid);
             self.mark_verified(oid);
         }
-        let mut image: Option<(Image, ObjectMeta)> = None;
+        let mut image: Option<(Buf, ObjectMeta)> = None;
         let mut all_confirmed = true;
         for &t in holders.iter().filter(|h| **h != self.me) {
             let info = infos
@@ -2552,12 +2580,14 @@ impl ReplicatedStore {
         view: &View,
         to: NodeId,
         oid: Oid,
-        image: &mut Option<(Image, ObjectMeta)>,
+        image: &mut Option<(Buf, ObjectMeta)>,
     ) -> Push {
         let Some(addrs) = view.addrs.get(&to) else {
             return Push::Retry("no address".into());
         };
         if image.is_none() {
+            // The buffer before the lock: holders of the budget may wait for the lock.
+            let mut body = self.cfg.budget.vec(MAX_BODY);
             let _g = self.locks.lock(oid);
             if self.is_unverified(oid) {
                 return Push::Gone;
@@ -2567,8 +2597,8 @@ impl ReplicatedStore {
                 Err(Error::NotFound(_)) => return Push::Gone,
                 Err(e) => return Push::Retry(e.to_string()),
             };
-            match self.read_image(oid) {
-                Ok(img) => *image = Some((img, version)),
+            match self.read_image_into(oid, body.vec_mut()) {
+                Ok(()) => *image = Some((body, version)),
                 Err(Error::NotFound(_)) => return Push::Gone,
                 Err(e @ (Error::CorruptObject(_) | Error::Io { .. })) => {
                     // A bad copy is never pushed; the other holders push theirs.
@@ -2581,25 +2611,22 @@ impl ReplicatedStore {
                 Err(e) => return Push::Retry(e.to_string()),
             }
         }
-        let Some((img, version)) = image.as_ref() else {
+        let Some((body, version)) = image.as_ref() else {
             return Push::Gone;
         };
-        let Some(body) = img.encode() else {
-            tracing::warn!(%oid, "rebalance: object image too large to send");
-            return Push::Gone;
-        };
-        if !self.throttle(img.data.len(), view.epoch) {
+        let data_len = decode_image(body).map_or(0, |(_, data)| data.len());
+        if !self.throttle(data_len, view.epoch) {
             return Push::Retry("epoch changed".into());
         }
         let mut req = self.header(Op::Put, oid, view.epoch);
         req.a = version.digest;
         req.b = version.version;
-        match self.pool.call(addrs, &req, &body, None) {
+        match self.pool.call(addrs, &req, body, None) {
             Ok(r) if r.header.status == Status::Ok => {
                 if r.header.value == 1 {
                     let mut rb = self.reb.lock();
                     rb.counters.pushed += 1;
-                    rb.counters.pushed_bytes += img.data.len() as u64;
+                    rb.counters.pushed_bytes += data_len as u64;
                 }
                 Push::Confirmed
             }
@@ -2648,11 +2675,11 @@ impl ObjectStore for ReplicatedStore {
         self.try_holders(oid, |view, h| {
             if h == self.me {
                 return match self.serve_read(view.epoch, oid, offset, buf) {
-                    Ok(()) => Outcome::Ok(0, Vec::new()),
+                    Ok(()) => Outcome::Ok(0, Buf::empty()),
                     Err(e) => {
                         let mut out = Vec::new();
                         let reply = self.serve_reply_of(e, &mut out);
-                        self.outcome(oid, view.epoch, reply, out)
+                        self.outcome(oid, view.epoch, reply, Buf::from(out))
                     }
                 };
             }

@@ -3,8 +3,8 @@
 use sheep_objects::net::proto::{REQ_HEADER_LEN, REQ_MAGIC};
 use sheep_objects::placement::Placement;
 use sheep_objects::{
-    ClusterMap, Error, FixedCopies, MemStore, Member, ObjectStore, Oid, ReplicaConfig,
-    ReplicatedStore, StoreStats, Vid,
+    ClusterMap, Error, FixedCopies, MemBudget, MemStore, Member, ObjectStore, Oid, ReplicaConfig,
+    ReplicatedStore, StoreStats, Vid, OBJECT_BYTES,
 };
 use sheep_p2p::NodeId;
 use std::io::{Read, Write};
@@ -139,6 +139,20 @@ fn host(i: u8, copies: u8, timeout: Duration) -> Host {
 }
 
 fn host_on(i: u8, copies: u8, timeout: Duration, local: Hooked) -> Host {
+    host_on_with(i, copies, timeout, local, ReplicaConfig::default().budget)
+}
+
+fn host_with(i: u8, copies: u8, timeout: Duration, budget: Arc<MemBudget>) -> Host {
+    host_on_with(i, copies, timeout, Hooked::new(), budget)
+}
+
+fn host_on_with(
+    i: u8,
+    copies: u8,
+    timeout: Duration,
+    local: Hooked,
+    budget: Arc<MemBudget>,
+) -> Host {
     let local = Arc::new(local);
     let store = ReplicatedStore::new(
         node(i),
@@ -147,6 +161,7 @@ fn host_on(i: u8, copies: u8, timeout: Duration, local: Hooked) -> Host {
         ReplicaConfig {
             io_timeout: timeout,
             reserve: None,
+            budget,
         },
     );
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -176,6 +191,26 @@ impl Cluster {
 
     fn start_with(n: u8, copies: u8, timeout: Duration) -> Cluster {
         let hosts = (0..n).map(|i| host(i, copies, timeout)).collect();
+        Cluster::form(hosts, copies)
+    }
+
+    /// `n` hosts, each with a memory budget of its own (returned in host order).
+    fn start_budgeted(n: u8, copies: u8, limit: usize) -> (Cluster, Vec<Arc<MemBudget>>) {
+        let budgets: Vec<Arc<MemBudget>> = (0..n).map(|_| MemBudget::new(limit)).collect();
+        let hosts = (0..n)
+            .map(|i| {
+                host_with(
+                    i,
+                    copies,
+                    Duration::from_secs(20),
+                    budgets[usize::from(i)].clone(),
+                )
+            })
+            .collect();
+        (Cluster::form(hosts, copies), budgets)
+    }
+
+    fn form(hosts: Vec<Host>, copies: u8) -> Cluster {
         let mut c = Cluster {
             hosts,
             epoch: 0,
@@ -1129,4 +1164,41 @@ fn check_and_repair_while_an_object_is_written_loses_no_write() {
     }
     let rep = c.hosts[2].store.check_object(oid, false).unwrap();
     assert_eq!((rep.copies, rep.good), (3, 3), "{rep:?}");
+}
+
+#[test]
+fn parallel_whole_object_io_between_hosts_stays_within_each_memory_budget() {
+    // Three hosts, one copy: most objects live on another host than the writer, so their
+    // data crosses the data channel both ways. Each budget holds two 4 MiB bodies.
+    let limit = 2 * OBJECT_BYTES;
+    let (c, budgets) = Cluster::start_budgeted(3, 1, limit);
+    let writer = c.hosts[0].store.clone();
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let s = writer.clone();
+            std::thread::spawn(move || {
+                for i in 0..4u32 {
+                    let oid = Oid::data(Vid(40), t * 4 + i);
+                    let byte = u8::try_from((t * 4 + i) % 251).expect("byte");
+                    s.write(oid, 0, &vec![byte; OBJECT_BYTES]).expect("write");
+                    let mut back = vec![0u8; OBJECT_BYTES];
+                    s.read(oid, 0, &mut back).expect("read");
+                    assert!(back.iter().all(|b| *b == byte), "{oid} read back wrong");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker");
+    }
+    for (i, b) in budgets.iter().enumerate() {
+        let s = b.stats();
+        assert_eq!(s.in_use, 0, "host {i}: {s:?}");
+        assert!(
+            s.peak <= limit as u64,
+            "host {i} held more than its budget: {s:?}"
+        );
+    }
+    let served: u64 = budgets[1..].iter().map(|b| b.stats().peak).sum();
+    assert!(served > 0, "no data crossed the channel");
 }

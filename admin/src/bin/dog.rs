@@ -20,7 +20,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Format, Plan, UsageError, View};
 use serde::Serialize;
-use sheep_admin::{Client, Reply};
+use sheep_admin::{Client, Reply, Request};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -48,6 +48,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let text = show(view, reply)?;
             print(&text)
         }
+        Plan::NodeInfo(format) => {
+            let view = node_view(&mut client)?;
+            print(&either(format, &view, || view.render())?)
+        }
         Plan::Check { vdi, args } => {
             let mut progress = check::Progress::stderr();
             let summary = check::run(&mut client, vdi, !args.no_repair, &mut progress)?;
@@ -60,6 +64,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Asks for the node, then for its memory; a daemon that does not know the second request
+/// (older than this `dog`) refuses it, and the node is shown without it.
+fn node_view(client: &mut Client) -> anyhow::Result<render::NodeView> {
+    let node = match client.call(&Request::NodeInfo)? {
+        Reply::NodeInfo(n) => n,
+        reply => bail!(
+            "sheepfs sent an unexpected reply ({}); are dog and sheepfs the same version?",
+            reply_name(&reply)
+        ),
+    };
+    let memory = match client.call(&Request::NodeMemory) {
+        Ok(Reply::Memory(m)) => Some(m),
+        Ok(_) | Err(sheep_admin::Error::Remote(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(render::NodeView { node, memory })
+}
+
 /// Renders `reply` as `view` asks.
 fn show(view: View, reply: Reply) -> anyhow::Result<String> {
     match (view, reply) {
@@ -69,7 +91,6 @@ fn show(view: View, reply: Reply) -> anyhow::Result<String> {
             let roots = tree::build(&vdis);
             either(f, &roots, || tree::render(&roots))
         }
-        (View::Node(f), Reply::NodeInfo(n)) => either(f, &n, || render::node_info(&n)),
         (View::Cluster(f), Reply::ClusterInfo(c)) => either(f, &c, || render::cluster_info(&c)),
         (View::NodeList(f), Reply::ClusterInfo(c)) => {
             either(f, &c.members, || render::node_list(&c.members))
@@ -108,6 +129,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Forced(_) => "Forced",
         Reply::Recovery(_) => "Recovery",
         Reply::Check(_) => "Check",
+        Reply::Memory(_) => "Memory",
     }
 }
 

@@ -14,6 +14,15 @@
 //! A panic inside a callback is caught and answered with `EIO` (see `ops::guarded`), so it
 //! neither takes the mount down nor kills a worker thread.
 //!
+//! # Memory
+//!
+//! A read's reply buffer is taken from the memory budget ([`FsOptions::budget`], see
+//! [`crate::memory`]) and given back once replied: a read waits while the budget is spent.
+//! Reads under 64 KiB use a buffer of their worker thread instead (at most 64 KiB each, no
+//! lock on the path of small random reads). A write's data is fuser's receive buffer of the
+//! worker thread (no copy); those buffers are bounded by `max_write` and the thread count,
+//! which the daemon derives from `--cache-size`.
+//!
 //! # Caching
 //!
 //! * No writeback cache: a `write` is acknowledged by the kernel only after `Pool::write`
@@ -54,7 +63,7 @@ mod ops;
 mod options;
 
 pub use ops::SheepFs;
-pub use options::{max_write_allowed, mount_config, FsOptions, QuorumGate, TTL};
+pub use options::{max_write_allowed, mount_config, FsOptions, QuorumGate, MAX_WRITE, TTL};
 
 use crate::attr::{file_attr, perm_bits, time_or_now};
 use crate::dir::entries_after;
@@ -65,8 +74,9 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use ops::{attr_reply, child_name, empty_reply, guarded, vdi_ino, READ_BUF};
+use ops::{attr_reply, child_name, empty_reply, guarded, vdi_ino, SMALL_READ};
 use options::{CONGESTION_THRESHOLD, MAX_BACKGROUND};
+use sheep_objects::budget::POOL_MIN;
 use sheep_vdi::{Error, Ino, LockKind, SetAttr};
 use std::ffi::OsStr;
 use std::io;
@@ -321,18 +331,24 @@ impl fuser::Filesystem for SheepFs {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             };
-            READ_BUF.with_borrow_mut(|buf| {
-                if buf.len() < len {
-                    buf.resize(len, 0);
+            let serve = |buf: &mut [u8]| match self.pool.read(Ino(ino.0), offset, buf) {
+                Ok(n) => reply.data(&buf[..n.min(len)]),
+                Err(e) => {
+                    debug!(error = %e, "read failed");
+                    reply.error(fuse_errno(&e));
                 }
-                match self.pool.read(Ino(ino.0), offset, &mut buf[..len]) {
-                    Ok(n) => reply.data(&buf[..n.min(len)]),
-                    Err(e) => {
-                        debug!(error = %e, "read failed");
-                        reply.error(fuse_errno(&e));
+            };
+            if len < POOL_MIN {
+                SMALL_READ.with_borrow_mut(|buf| {
+                    if buf.len() < len {
+                        buf.resize(len, 0);
                     }
-                }
-            });
+                    serve(&mut buf[..len]);
+                });
+            } else {
+                // Waits for room in the memory budget; the buffer goes back once replied.
+                serve(&mut self.options.budget.buf(len));
+            }
         });
     }
 

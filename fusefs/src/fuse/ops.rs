@@ -267,8 +267,9 @@ pub(super) fn vdi_ino(ino: INodeNo) -> Result<Ino, Errno> {
 }
 
 thread_local! {
-    /// Per-worker read buffer, reused so that reads do not allocate.
-    pub(super) static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Per-worker buffer of the reads under [`sheep_objects::budget::POOL_MIN`] (larger ones
+    /// take theirs from the memory budget), so that small reads do not allocate.
+    pub(super) static SMALL_READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 pub(super) fn empty_reply(reply: ReplyEmpty, res: Result<(), Errno>) {

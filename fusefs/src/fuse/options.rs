@@ -1,6 +1,7 @@
 //! Mount options and the kernel connection's tuning.
 
 use fuser::{Config, Errno, MountOption, SessionACL};
+use sheep_objects::MemBudget;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 pub const TTL: Duration = Duration::from_secs(1);
 
 /// Largest write request asked of the kernel, when `fs.fuse.max_pages_limit` allows it.
-pub(crate) const MAX_WRITE: u32 = 4 << 20;
+pub const MAX_WRITE: u32 = 4 << 20;
 
 /// Pending background requests (readahead, async direct I/O) the kernel may queue.
 pub(crate) const MAX_BACKGROUND: u16 = 256;
@@ -29,6 +30,8 @@ pub struct FsOptions {
     /// to hold a quorum, and fail with EIO when it does not within its timeout. `None`: no
     /// gate (a pool of its own).
     pub quorum: Option<QuorumGate>,
+    /// The memory budget that read replies are taken from (see [`crate::memory`]).
+    pub budget: Arc<MemBudget>,
 }
 
 impl Default for FsOptions {
@@ -37,6 +40,7 @@ impl Default for FsOptions {
             max_write: max_write_allowed(MAX_WRITE),
             parallel_direct_writes: true,
             quorum: None,
+            budget: MemBudget::new(sheep_objects::budget::DEFAULT_LIMIT),
         }
     }
 }

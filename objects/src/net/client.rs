@@ -12,18 +12,27 @@
 //! call up — a request of an epoch that is over waits for nobody — so a caller whose holder
 //! was cut off (its connection still open, no RST) does not sit out the whole timeout while
 //! the cluster has already moved on without that holder.
+//!
+//! A response body not read into the caller's buffer is a [`Buf`] of the pool's
+//! [`MemBudget`], taken once its header says how long it is. The caller may hold object locks
+//! that requests holding the budget wait for, so the body waits for room at most
+//! a second and is then taken anyway (counted as an overdraft).
 
 use super::proto::{FrameError, ReqHeader, RespHeader, REQ_HEADER_LEN, RESP_HEADER_LEN};
+use crate::budget::{Buf, MemBudget};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bodies up to this size are sent in the same write as their header.
 const COALESCE: usize = 64 << 10;
 /// Idle connections kept per address.
 const MAX_IDLE: usize = 32;
+/// How long a response body waits for room in the memory budget before it is taken anyway.
+const BODY_PATIENCE: Duration = Duration::from_secs(1);
 /// How long one wait for an answer lasts before the abandon hook is asked again.
 pub const SLICE: Duration = Duration::from_millis(200);
 
@@ -60,7 +69,7 @@ pub struct Response {
     /// Its header.
     pub header: RespHeader,
     /// Its body, unless it was read into the caller's buffer.
-    pub body: Vec<u8>,
+    pub body: Buf,
 }
 
 /// Idle connections per peer address.
@@ -69,6 +78,7 @@ pub struct Pool {
     timeout: Duration,
     connect_timeout: Duration,
     abandon: std::sync::OnceLock<Abandon>,
+    budget: Arc<MemBudget>,
 }
 
 /// A request that was sent and whose response is still to be read.
@@ -80,13 +90,15 @@ pub struct Call {
 }
 
 impl Pool {
-    /// A pool whose sockets time out after `timeout` of inactivity.
-    pub fn new(timeout: Duration) -> Pool {
+    /// A pool whose sockets time out after `timeout` of inactivity and whose response
+    /// bodies are taken from `budget`.
+    pub fn new(timeout: Duration, budget: Arc<MemBudget>) -> Pool {
         Pool {
             idle: Mutex::new(HashMap::new()),
             timeout,
             connect_timeout: timeout.min(Duration::from_secs(3)),
             abandon: std::sync::OnceLock::new(),
+            budget,
         }
     }
 
@@ -259,11 +271,12 @@ impl Call {
                 read_patient(&mut self.stream, buf, deadline, None).map_err(io)?;
                 Ok(Response {
                     header,
-                    body: Vec::new(),
+                    body: Buf::empty(),
                 })
             }
             _ => {
-                let mut body = vec![0u8; len];
+                // The caller may hold object locks: wait for room a while, not for ever.
+                let mut body = pool.budget.buf_within(len, BODY_PATIENCE);
                 read_patient(&mut self.stream, &mut body, deadline, None).map_err(io)?;
                 Ok(Response { header, body })
             }
@@ -338,7 +351,7 @@ mod tests {
     #[test]
     fn a_call_whose_epoch_is_over_stops_waiting_for_a_silent_peer() {
         let (addr, t) = silent_peer();
-        let pool = Pool::new(Duration::from_secs(20));
+        let pool = Pool::new(Duration::from_secs(20), MemBudget::new(1 << 20));
         let over = Arc::new(AtomicBool::new(false));
         let o = over.clone();
         pool.set_abandon(Box::new(move |epoch| {
@@ -361,9 +374,39 @@ mod tests {
     }
 
     #[test]
+    fn a_response_body_is_charged_to_the_budget_while_it_is_held() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut h = [0u8; crate::net::proto::REQ_HEADER_LEN];
+            s.read_exact(&mut h).expect("request");
+            let header = crate::net::proto::RespHeader {
+                status: crate::net::proto::Status::Ok,
+                epoch: 5,
+                value: 0,
+                body_len: 300_000,
+            };
+            s.write_all(&header.encode()).expect("header");
+            s.write_all(&vec![1u8; 300_000]).expect("body");
+            // Waits until the client hangs up.
+            let _ = s.read(&mut h);
+        });
+        let budget = MemBudget::new(4 << 20);
+        let pool = Pool::new(Duration::from_secs(10), budget.clone());
+        let r = pool.call(&[addr], &req(5), &[], None).expect("call");
+        assert_eq!(r.body.len(), 300_000);
+        assert_eq!(budget.stats().in_use, 512 << 10);
+        drop(r);
+        assert_eq!(budget.stats().in_use, 0);
+        drop(pool);
+        peer.join().expect("peer");
+    }
+
+    #[test]
     fn a_silent_peer_is_waited_for_until_the_timeout() {
         let (addr, t) = silent_peer();
-        let pool = Pool::new(Duration::from_millis(900));
+        let pool = Pool::new(Duration::from_millis(900), MemBudget::new(1 << 20));
         pool.set_abandon(Box::new(|_| false));
         let call = pool.send(&[addr], &req(5), &[], false).expect("send");
         let t0 = Instant::now();

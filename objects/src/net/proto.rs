@@ -229,6 +229,32 @@ impl ReqHeader {
         }
     }
 
+    /// The most bytes the response body to this request holds when it succeeds, for the
+    /// server to reserve before it serves it (an error message may be longer; it is small).
+    pub fn reply_bound(&self) -> usize {
+        let listed = self.body_len as usize / 8;
+        match self.op {
+            Op::Read => usize::try_from(self.b).map_or(MAX_BODY, |b| b.min(MAX_BODY)),
+            Op::Fetch | Op::Blocks => MAX_BODY,
+            // A `Sums` answer: the digest, then the block count, a kind per block and a
+            // 128-bit hash per data block.
+            Op::Sums => 8 + 4 + OBJECT_BLOCKS * 17,
+            Op::Extents => MAX_EXTENTS * 16,
+            Op::Have if self.body_len > 0 => listed * HAVE_ENTRY,
+            Op::Have | Op::Verify => 16,
+            Op::Write
+            | Op::Copy
+            | Op::Punch
+            | Op::Remove
+            | Op::Exists
+            | Op::Allocated
+            | Op::Sync
+            | Op::Put
+            | Op::RebalanceDone
+            | Op::Hold => 0,
+        }
+    }
+
     /// Encodes the header.
     pub fn encode(&self) -> [u8; REQ_HEADER_LEN] {
         let mut h = [0u8; REQ_HEADER_LEN];
@@ -527,6 +553,22 @@ impl BlockSums {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn reply_bounds_cover_what_each_kind_answers() {
+        let mut r = ReqHeader::new(Op::Read, NodeId([1; 16]), Oid(1));
+        r.b = 8192;
+        assert_eq!(r.reply_bound(), 8192);
+        r.b = u64::MAX;
+        assert_eq!(r.reply_bound(), MAX_BODY);
+        r.op = Op::Fetch;
+        assert_eq!(r.reply_bound(), MAX_BODY);
+        r.op = Op::Have;
+        r.body_len = 80;
+        assert_eq!(r.reply_bound(), 10 * HAVE_ENTRY);
+        r.op = Op::Write;
+        assert_eq!(r.reply_bound(), 0);
+    }
 
     #[test]
     fn headers_round_trip() {

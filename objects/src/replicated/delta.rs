@@ -34,11 +34,12 @@
 //! given up (the digests differ, the epoch moved) leaves it unverified the same way.
 
 use super::{ReplicatedStore, SErr, View};
+use crate::budget::Buf;
 use crate::error::{Error, Result};
 use crate::net::proto::{
-    decode_extents, decode_image, encode_u64s, BlockSum, BlockSums, Image, Op, Status, MAX_EXTENTS,
+    decode_extents, decode_image, encode_u64s, BlockSum, BlockSums, Op, Status, MAX_EXTENTS,
 };
-use crate::oid::Oid;
+use crate::oid::{Oid, OBJECT_BYTES};
 use crate::store::{ObjectStore, BLOCK_BYTES, OBJECT_BLOCKS};
 use sheep_p2p::NodeId;
 use std::hash::BuildHasher;
@@ -244,19 +245,14 @@ impl ReplicatedStore {
             return Err(SErr::Retry(format!("the copy of {oid} here is unverified")));
         }
         let version = self.local.meta(oid)?.version;
-        let total: u64 = extents.iter().map(|r| r.end - r.start).sum();
-        let mut data = vec![0u8; usize::try_from(total).map_err(|_| SErr::Bad("ranges"))?];
-        let mut at = 0usize;
-        for r in &extents {
-            let len = usize::try_from(r.end - r.start).map_err(|_| SErr::Bad("ranges"))?;
-            self.local
-                .read(oid, r.start, &mut data[at..at + len])
-                .inspect_err(|e| self.bad_source(oid, e))?;
-            at += len;
+        let inside = extents
+            .iter()
+            .all(|r| r.start < r.end && r.end <= OBJECT_BYTES as u64);
+        if !inside || extents.windows(2).any(|w| w[0].end > w[1].start) {
+            return Err(SErr::Bad("block ranges not sorted inside the object"));
         }
-        *out = Image { extents, data }
-            .encode()
-            .ok_or(SErr::Bad("block ranges too large"))?;
+        self.read_ranges_into(oid, &extents, out)
+            .inspect_err(|e| self.bad_source(oid, e))?;
         Ok(version)
     }
 
@@ -274,7 +270,7 @@ impl ReplicatedStore {
         addrs: &[SocketAddr],
         req: &crate::net::proto::ReqHeader,
         body: &[u8],
-    ) -> Option<(u64, Vec<u8>)> {
+    ) -> Option<(u64, Buf)> {
         match self.pool.call(addrs, req, body, None) {
             Ok(r) if r.header.status == Status::Ok => Some((r.header.value, r.body)),
             Ok(r) => {
@@ -307,7 +303,7 @@ impl ReplicatedStore {
         if diff.plan.too_big() {
             return Ok(None);
         }
-        let mut image = Vec::new();
+        let mut image = Buf::empty();
         if diff.plan.fetch_blocks > 0 {
             if throttled {
                 self.throttled(diff.plan.fetch_bytes(), view.epoch)?;

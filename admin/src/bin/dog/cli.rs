@@ -145,7 +145,9 @@ pub struct CheckArgs {
 /// `dog node ...`.
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Show this node's id, store, mount point, capacity and usage.
+    /// Show this node's id, store, mount point, capacity and usage, and its memory: the
+    /// cache size and how it is spent, the I/O buffers in use and at peak, and the
+    /// daemon's resident memory (VmRSS, VmHWM).
     Info(Format),
     /// List the cluster's hosts (id, data address, capacity, which one is the sequencer).
     List(Format),
@@ -213,8 +215,6 @@ pub enum View {
     List(Format),
     /// A tree of VDIs.
     Tree(Format),
-    /// Node details.
-    Node(Format),
     /// Cluster details.
     Cluster(Format),
     /// The cluster's hosts.
@@ -232,6 +232,8 @@ pub enum View {
 pub enum Plan {
     /// Send one request and show its reply.
     Call(Request, View),
+    /// `dog node info`: the node, then its memory.
+    NodeInfo(Format),
     /// Check the objects of one VDI (or of every VDI with `None`), batch by batch.
     Check {
         /// The VDI (`NAME` or `NAME@TAG`).
@@ -252,7 +254,7 @@ impl Command {
         let call = |req, view| Ok(Plan::Call(req, view));
         match self {
             Command::Vdi(vdi) => vdi.plan(),
-            Command::Node(NodeCommand::Info(f)) => call(Request::NodeInfo, View::Node(*f)),
+            Command::Node(NodeCommand::Info(f)) => Ok(Plan::NodeInfo(*f)),
             Command::Node(NodeCommand::List(f)) => call(Request::ClusterInfo, View::NodeList(*f)),
             Command::Node(NodeCommand::Recovery(r)) => match r.action {
                 None => call(Request::NodeRecovery, View::Recovery(r.format)),
@@ -381,6 +383,7 @@ mod tests {
         match any_plan(args)? {
             Plan::Call(req, view) => Ok((req, view)),
             Plan::Check { .. } => panic!("a check"),
+            Plan::NodeInfo(_) => panic!("node info"),
         }
     }
 
@@ -439,6 +442,14 @@ mod tests {
         assert_eq!((req, view), (want, View::Quiet));
         let argv = ["dog", "vdi", "create", "vm0", "10Q"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn node_info_asks_for_the_node_and_its_memory() {
+        assert_eq!(
+            any_plan(&["node", "info", "--json"]).unwrap(),
+            Plan::NodeInfo(Format { json: true })
+        );
     }
 
     #[test]

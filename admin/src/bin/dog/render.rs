@@ -1,9 +1,32 @@
 //! Human output of `dog`: tables, key-value details and dates.
 
+use serde::Serialize;
 use sheep_admin::{
-    format_size, ClusterInfo, ForceInfo, MemberSummary, NodeInfo, RecoveryInfo, VdiInfo,
+    format_size, ClusterInfo, ForceInfo, MemberSummary, MemoryInfo, NodeInfo, RecoveryInfo, VdiInfo,
 };
 use std::fmt::Write;
+
+/// What `dog node info` shows: the node, and its memory when the daemon reports it (a daemon
+/// older than `dog` does not). In JSON, the node's fields and a `memory` object.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    /// The node.
+    #[serde(flatten)]
+    pub node: NodeInfo,
+    /// Its memory.
+    pub memory: Option<MemoryInfo>,
+}
+
+impl NodeView {
+    /// The human text: the node's lines, then the memory's.
+    pub fn render(&self) -> String {
+        let mut out = node_info(&self.node);
+        if let Some(m) = &self.memory {
+            out.push_str(&memory_info(m));
+        }
+        out
+    }
+}
 
 /// How a column is aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +110,37 @@ pub fn node_info(n: &NodeInfo) -> String {
     field(&mut out, "Used", &used);
     field(&mut out, "Free", &free);
     field(&mut out, "VDIs", &n.vdis.to_string());
+    out
+}
+
+/// The memory lines of `dog node info`: how the cache size is spent, the I/O buffers, and
+/// the resident memory of the daemon.
+pub fn memory_info(m: &MemoryInfo) -> String {
+    let mut out = String::new();
+    let cache = format!(
+        "{} = FUSE buffers {} ({} threads x {} requests) + I/O buffers {}",
+        format_size(m.cache_size),
+        format_size(m.fuse_buffers),
+        m.fuse_threads,
+        format_size(u64::from(m.max_write)),
+        format_size(m.io_budget)
+    );
+    field(&mut out, "Cache size", &cache);
+    let io = format!(
+        "{} in use, {} kept, peak {} of {}",
+        format_size(m.in_use),
+        format_size(m.cached),
+        format_size(m.peak),
+        format_size(m.io_budget)
+    );
+    field(&mut out, "I/O buffers", &io);
+    let waits = format!(
+        "{} waited, {} over budget, {} alone (larger than it), {} refused",
+        m.waits, m.overdrafts, m.oversized, m.refused
+    );
+    field(&mut out, "Requests", &waits);
+    let rss = format!("{} (peak {})", format_size(m.vm_rss), format_size(m.vm_hwm));
+    field(&mut out, "Resident", &rss);
     out
 }
 
@@ -356,6 +410,58 @@ mod tests {
         let out = node_info(&n);
         assert!(out.contains("Used:           25 GiB (25%)"));
         assert!(out.contains("VDIs:           2"));
+    }
+
+    #[test]
+    fn memory_info_shows_the_split_the_buffers_and_the_resident_memory() {
+        let m = MemoryInfo {
+            cache_size: 48 << 20,
+            fuse_threads: 32,
+            max_write: 1 << 20,
+            fuse_buffers: 32 << 20,
+            io_budget: 16 << 20,
+            in_use: 1 << 20,
+            cached: 2 << 20,
+            peak: 15 << 20,
+            waits: 7,
+            vm_rss: 80 << 20,
+            vm_hwm: 100 << 20,
+            ..MemoryInfo::default()
+        };
+        let out = memory_info(&m);
+        assert!(out.contains("Cache size:     48 MiB = FUSE buffers 32 MiB (32 threads x 1 MiB requests) + I/O buffers 16 MiB"), "{out}");
+        assert!(
+            out.contains("I/O buffers:    1 MiB in use, 2 MiB kept, peak 15 MiB of 16 MiB"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Resident:       80 MiB (peak 100 MiB)"),
+            "{out}"
+        );
+        assert!(out.contains("7 waited"), "{out}");
+    }
+
+    #[test]
+    fn node_view_json_has_the_node_fields_and_a_memory_object() {
+        let view = NodeView {
+            node: NodeInfo {
+                node_id: "n1".into(),
+                store: "/s".into(),
+                mount: "/m".into(),
+                capacity: 1,
+                used: 0,
+                free: 1,
+                vdis: 0,
+            },
+            memory: Some(MemoryInfo {
+                io_budget: 9,
+                ..MemoryInfo::default()
+            }),
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["node_id"], "n1");
+        assert_eq!(json["memory"]["io_budget"], 9);
+        assert!(view.render().contains("Resident:"));
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Memory budget of the I/O buffers (64M, 1G, ...; at least 16M): the FUSE threads'
+    /// receive buffers (at most three quarters: max_write, then the thread count, is lowered
+    /// until they fit) and every other large I/O buffer (FUSE reads, object data between
+    /// hosts), which waits for room [default: 256M].
+    #[arg(long, value_name = "SIZE", env = "SHEEPFS_CACHE_SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+
     /// Seconds without a word from a host before it is considered failed and removed
     /// [default: 3].
     #[arg(long, value_name = "SECS", env = "SHEEPFS_FAILURE_TIMEOUT")]
@@ -105,6 +112,7 @@ impl Cli {
             copies: self.copies.unwrap_or(base.copies),
             cluster: self.cluster.unwrap_or(base.cluster),
             threads: self.threads.map_or(base.threads, usize::from),
+            cache_size: self.cache_size.unwrap_or(base.cache_size),
             failure_timeout: self.failure_timeout.unwrap_or(base.failure_timeout),
             io_timeout: self.io_timeout.unwrap_or(base.io_timeout),
             store_reserve: self.store_reserve.or(base.store_reserve),
@@ -170,9 +178,12 @@ mod tests {
             "12",
             "--store-reserve",
             "64M",
+            "--cache-size",
+            "64M",
         ])
         .unwrap();
         assert_eq!(c.store_reserve, Some(64 << 20));
+        assert_eq!(c.cache_size, 64 << 20);
         assert_eq!(c.store, PathBuf::from("/s"));
         assert_eq!(c.admin_socket, PathBuf::from("/a.sock"));
         assert!(!c.mdns);
@@ -201,6 +212,7 @@ mod tests {
             &["/m", "--threads", "0"],
             &["/m", "--threads", "x"],
             &["/m", "--store-reserve", "lots"],
+            &["/m", "--cache-size", "lots"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -222,6 +234,8 @@ mod tests {
             "--io-timeout",
             "--store-reserve",
             "SHEEPFS_STORE_RESERVE",
+            "--cache-size",
+            "SHEEPFS_CACHE_SIZE",
             "EIO",
             "MOUNTPOINT",
             "RUST_LOG",

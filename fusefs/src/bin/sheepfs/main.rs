@@ -11,6 +11,12 @@
 //! Threads: the FUSE session runs on this thread and `--threads` fuser workers, which call the
 //! pool directly; a 2-worker tokio runtime serves only the admin socket and the signals.
 //!
+//! Memory: `--cache-size` is split between the FUSE workers' receive buffers (their count and
+//! `max_write` are lowered until those fit) and one budget that every other large I/O buffer is
+//! taken from (see `sheep_fusefs::memory`). glibc's malloc is told to map every allocation of
+//! [`MMAP_THRESHOLD`] or more on its own, so that what is freed goes back to the system at once
+//! instead of staying in a thread's arena.
+//!
 //! Shutdown: SIGINT/SIGTERM flush every VDI and unmount. If files are still open the mount is
 //! detached lazily and the session ends when the last one closes; a second signal stops at once.
 //! When the session ends, for a signal or an external `umount`, the pool is flushed again, the
@@ -26,11 +32,14 @@ use sheep_fusefs::admin::ClusterInfoSource;
 use sheep_fusefs::admin::{NodeIdentity, NodeService};
 use sheep_fusefs::cluster::{self, ClusterLog, Membership, PoolCopies};
 use sheep_fusefs::config::DaemonConfig;
-use sheep_fusefs::fuse::{mount_config, FsOptions, QuorumGate, SheepFs};
+use sheep_fusefs::fuse::{
+    max_write_allowed, mount_config, FsOptions, QuorumGate, SheepFs, MAX_WRITE,
+};
 use sheep_fusefs::identity::{load_or_create_node_id, lock_store, StoreLock};
+use sheep_fusefs::memory::{self, MemoryPlan, MemorySource};
 use sheep_fusefs::mountpoint::check_mountpoint;
 use sheep_objects::replicated::{ReplicaConfig, ReplicatedStore};
-use sheep_objects::{DiskStore, FaultyStore, ObjectStore};
+use sheep_objects::{DiskStore, FaultyStore, MemBudget, ObjectStore};
 use sheep_p2p::net::{Cluster, NetConfig};
 use sheep_p2p::order::{Config as OrderConfig, MemberInfo, View};
 use sheep_vdi::{Pool, PoolConfig, Reclaimer};
@@ -54,6 +63,7 @@ const DEFAULT_LOG: &str = "sheep=info,fuser=warn";
 const ADMIN_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    tune_malloc();
     let args = cli::Cli::parse();
     init_logging();
     let file = match args.config.as_deref().map(load_config).transpose() {
@@ -72,6 +82,51 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Allocations from this size up are mapped on their own by glibc (and unmapped when freed).
+const MMAP_THRESHOLD: i32 = 128 << 10;
+
+/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`]. By default it grows up to 32 MiB after
+/// a large block is freed, and from then on 4 MiB buffers come from the per-thread arenas and
+/// stay resident there once freed (what made the resident memory grow with the threads that
+/// ever did large I/O).
+#[allow(unsafe_code)]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; it takes plain integers and is
+    // called first thing in main, before any other thread exists.
+    let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if set != 1 {
+        eprintln!(
+            "sheepfs: could not set malloc's mmap threshold; freed buffers may stay resident"
+        );
+    }
+}
+
+/// Splits `--cache-size` (see `sheep_fusefs::memory`) and creates the I/O buffer budget.
+fn plan_memory(config: &DaemonConfig) -> (MemoryPlan, Arc<MemBudget>) {
+    let plan = memory::plan(
+        config.cache_size,
+        config.threads,
+        max_write_allowed(MAX_WRITE),
+    );
+    if plan.threads < config.threads {
+        warn!(
+            threads = config.threads,
+            fit = plan.threads,
+            "the FUSE threads' buffers do not fit in three quarters of --cache-size: fewer threads"
+        );
+    }
+    info!(
+        cache_size = plan.cache_size,
+        threads = plan.threads,
+        max_write = plan.max_write,
+        fuse_buffers = plan.fuse_buffers,
+        io_budget = plan.io_budget,
+        "memory plan"
+    );
+    let limit = usize::try_from(plan.io_budget).unwrap_or(usize::MAX);
+    (plan, MemBudget::new(limit))
 }
 
 fn init_logging() {
@@ -167,7 +222,8 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let started = start_node(&config, &rt)?;
+    let (plan, budget) = plan_memory(&config);
+    let started = start_node(&config, &rt, &budget)?;
     let (_store_lock, pool, node) = (started.lock, started.pool.clone(), started.node.clone());
     let node = NodeIdentity {
         mount: mountpoint.clone(),
@@ -185,6 +241,10 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
 
     let service = Arc::new(NodeService::new(Arc::clone(&pool), node));
     service.set_cluster(Arc::new(started.info.clone()));
+    service.set_memory(MemorySource {
+        plan,
+        budget: budget.clone(),
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin: Arc<dyn AdminService> = service.clone();
     let socket = config.admin_socket.clone();
@@ -237,10 +297,12 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let options = FsOptions {
         quorum: Some(gate),
+        max_write: plan.max_write,
+        budget,
         ..FsOptions::default()
     };
     let fs = SheepFs::new(Arc::clone(&pool), options);
-    let mut session = fuser::Session::new(fs, &mountpoint, &mount_config(config.threads))
+    let mut session = fuser::Session::new(fs, &mountpoint, &mount_config(plan.threads))
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     service.set_notifier(session.notifier());
     {
@@ -255,7 +317,7 @@ fn run(config: DaemonConfig) -> anyhow::Result<()> {
         mountpoint = %mountpoint.display(),
         store = %config.store.display(),
         socket = %config.admin_socket.display(),
-        threads = config.threads,
+        threads = plan.threads,
         "sheepfs mounted"
     );
 
@@ -359,7 +421,11 @@ fn raise_priority() {
 
 /// Locks and opens (or creates) the store and its node id, joins or forms the cluster, and
 /// rebuilds the pool from the metadata log.
-fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
+fn start_node(
+    config: &DaemonConfig,
+    rt: &Runtime,
+    budget: &Arc<MemBudget>,
+) -> anyhow::Result<Started> {
     let dir = &config.store;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
@@ -369,6 +435,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
         DiskStore::open(dir)
             .with_context(|| format!("cannot open the object store in {}", dir.display()))?,
     );
+    disk.set_budget(budget.clone());
     let local: Arc<dyn ObjectStore> = match &config.fault_file {
         Some(path) => {
             warn!(path = %path.display(), "fault injection enabled on the local store");
@@ -394,6 +461,7 @@ fn start_node(config: &DaemonConfig, rt: &Runtime) -> anyhow::Result<Started> {
     let replica = ReplicaConfig {
         io_timeout: Duration::from_secs(config.io_timeout),
         reserve: config.store_reserve,
+        budget: budget.clone(),
         ..ReplicaConfig::default()
     };
     let store = ReplicatedStore::new(node_id, local.clone(), copies.clone(), replica);
