@@ -198,36 +198,35 @@ impl MemBudget {
 
     /// A buffer of `len` bytes (contents unspecified), once the budget has room for it.
     pub fn buf(self: &Arc<Self>, len: usize) -> Buf {
-        let mut v = self
-            .acquire(&[(len, true)], Wait::Forever)
-            .unwrap_or_default();
-        v.pop().unwrap_or_else(Buf::empty)
+        self.one(len, true, Wait::Forever)
     }
 
     /// A buffer of `len` bytes, once the budget has room for it or after `patience`,
     /// whichever comes first (for callers that may hold locks the budget's holders wait for).
     pub fn buf_within(self: &Arc<Self>, len: usize, patience: Duration) -> Buf {
-        let mut v = self
-            .acquire(&[(len, true)], Wait::ThenTake(patience))
-            .unwrap_or_default();
-        v.pop().unwrap_or_else(Buf::empty)
+        self.one(len, true, Wait::ThenTake(patience))
     }
 
     /// An empty buffer that can grow to `capacity` bytes within its charge (for code that
     /// fills a `Vec`: [`Buf::vec_mut`]), once the budget has room for it.
     pub fn vec(self: &Arc<Self>, capacity: usize) -> Buf {
-        let mut v = self
-            .acquire(&[(capacity, false)], Wait::Forever)
-            .unwrap_or_default();
-        v.pop().unwrap_or_else(Buf::empty)
+        self.one(capacity, false, Wait::Forever)
     }
 
     /// [`MemBudget::vec`] that waits at most `patience` (as [`MemBudget::buf_within`]).
     pub fn vec_within(self: &Arc<Self>, capacity: usize, patience: Duration) -> Buf {
-        let mut v = self
-            .acquire(&[(capacity, false)], Wait::ThenTake(patience))
-            .unwrap_or_default();
-        v.pop().unwrap_or_else(Buf::empty)
+        self.one(capacity, false, Wait::ThenTake(patience))
+    }
+
+    /// One buffer of `len` (see [`MemBudget::acquire`]); under [`POOL_MIN`] a plain one at once,
+    /// without touching the budget (every response header of the data path takes one).
+    fn one(self: &Arc<Self>, len: usize, fill: bool, wait: Wait) -> Buf {
+        if len < POOL_MIN {
+            return Buf::plain(len, fill);
+        }
+        self.acquire(&[(len, fill)], wait)
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(Buf::empty)
     }
 
     /// A buffer of `len` bytes and an empty one of `capacity` (as [`MemBudget::vec`]),
@@ -239,6 +238,10 @@ impl MemBudget {
         capacity: usize,
         patience: Duration,
     ) -> Option<(Buf, Buf)> {
+        if len < POOL_MIN && capacity < POOL_MIN {
+            // The common request of the data path (a 4 KiB write, a sync): nothing to charge.
+            return Some((Buf::plain(len, true), Buf::plain(capacity, false)));
+        }
         let mut v = self.acquire(&[(len, true), (capacity, false)], Wait::Patience(patience))?;
         let out = v.pop()?;
         Some((v.pop()?, out))

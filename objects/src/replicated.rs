@@ -1673,7 +1673,7 @@ impl ReplicatedStore {
                 continue;
             };
             if mine.is_some() {
-                match self.patch_from(view, oid, src, addrs, throttled) {
+                match self.patch_from(view, oid, src, throttled) {
                     Ok(Some(fetched)) => return Ok(fetched),
                     Ok(None) => {} // copied whole, from the same source
                     Err(e) => return Err(self.failed_fetch(oid, e)),

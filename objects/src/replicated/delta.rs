@@ -43,7 +43,6 @@ use crate::oid::{Oid, OBJECT_BYTES};
 use crate::store::{ObjectStore, BLOCK_BYTES, OBJECT_BLOCKS};
 use sheep_p2p::NodeId;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::ops::Range;
 
 const BLOCK: u64 = BLOCK_BYTES as u64;
@@ -266,19 +265,19 @@ impl ReplicatedStore {
     /// One request to `src` answered `Ok`: (value, body); `None` otherwise (logged).
     fn call_ok(
         &self,
+        view: &View,
         src: NodeId,
-        addrs: &[SocketAddr],
         req: &crate::net::proto::ReqHeader,
         body: &[u8],
     ) -> Option<(u64, Buf)> {
-        match self.pool.call(addrs, req, body, None) {
-            Ok(r) if r.header.status == Status::Ok => Some((r.header.value, r.body)),
-            Ok(r) => {
-                tracing::debug!(oid = %req.oid, from = %src, op = ?req.op, status = ?r.header.status, "delta catch-up: refused");
+        match self.call_holder(view, src, req, body) {
+            Ok((Status::Ok, value, body)) => Some((value, body)),
+            Ok((status, ..)) => {
+                tracing::debug!(oid = %req.oid, from = %src, op = ?req.op, ?status, "delta catch-up: refused");
                 None
             }
             Err(e) => {
-                tracing::debug!(oid = %req.oid, from = %src, op = ?req.op, error = %e, "delta catch-up: request failed");
+                tracing::debug!(oid = %req.oid, from = %src, op = ?req.op, error = %self.serr_text(e), "delta catch-up: request failed");
                 None
             }
         }
@@ -294,10 +293,9 @@ impl ReplicatedStore {
         view: &View,
         oid: Oid,
         src: NodeId,
-        addrs: &[SocketAddr],
         throttled: bool,
     ) -> Result<Option<Fetched>, SErr> {
-        let Some(diff) = self.diff_with(view, oid, src, addrs) else {
+        let Some(diff) = self.diff_with(view, oid, src) else {
             return Ok(None);
         };
         if diff.plan.too_big() {
@@ -310,7 +308,7 @@ impl ReplicatedStore {
             }
             let req = self.header(Op::Blocks, oid, view.epoch);
             let ranges = encode_u64s(diff.plan.fetch.iter().flat_map(|r| [r.start, r.end]));
-            match self.call_ok(src, addrs, &req, &ranges) {
+            match self.call_ok(view, src, &req, &ranges) {
                 Some((v, body)) if v == diff.version => image = body,
                 _ => return Ok(None),
             }
@@ -341,7 +339,7 @@ impl ReplicatedStore {
 
     /// Sums the local copy of `oid` and compares it with `src`'s sums; `None` if the local
     /// copy cannot be read or `src` does not answer.
-    fn diff_with(&self, view: &View, oid: Oid, src: NodeId, addrs: &[SocketAddr]) -> Option<Diff> {
+    fn diff_with(&self, view: &View, oid: Oid, src: NodeId) -> Option<Diff> {
         let seed = new_seed(oid);
         let mine = sums_of(&*self.local, oid, seed)
             .inspect_err(|e| {
@@ -350,7 +348,7 @@ impl ReplicatedStore {
             .ok()?;
         let mut req = self.header(Op::Sums, oid, view.epoch);
         req.a = seed;
-        let (version, body) = self.call_ok(src, addrs, &req, &[])?;
+        let (version, body) = self.call_ok(view, src, &req, &[])?;
         let (digest, theirs) = decode_sums(&body)?;
         Some(Diff {
             version,
